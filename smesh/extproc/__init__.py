@@ -1,0 +1,1 @@
+"""The Envoy external processor (arrives with the extproc issue)."""

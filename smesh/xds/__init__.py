@@ -1,0 +1,1 @@
+"""The Envoy control plane: config schema, translators, snapshots, cache and ADS server."""

@@ -1,0 +1,311 @@
+"""The mesh config schema: what operators write in ``mesh.yaml``.
+
+Pure data (pydantic v2); no gRPC, protobuf or Kubernetes imports. Field-level rules
+live on the models; rules that span the document (a backend naming a cluster that
+exists, unique names) live in :func:`check_references`, which returns located issues
+instead of raising so that every problem in a file is reported at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+__all__ = [
+    "Backend",
+    "Budgets",
+    "CircuitBreakers",
+    "Cluster",
+    "ConfigIssue",
+    "Endpoint",
+    "HealthCheck",
+    "Listener",
+    "MeshConfig",
+    "Model",
+    "OutlierDetection",
+    "Retries",
+    "Simulate",
+    "Tenant",
+    "UpstreamTls",
+    "check_references",
+    "parse_duration",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """``"250ms"``, ``"30s"``, ``"2m"``, ``1.5`` (seconds) → seconds as a float."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 250ms, 30s or 2m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError(f"must be a duration such as 250ms, 30s or 2m, not {value!r}")
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+ModelName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listener(_Strict):
+    """Where Envoy accepts OpenAI-API traffic."""
+
+    name: Name
+    port: Port
+    address: str = "127.0.0.1"
+
+
+class Budgets(_Strict):
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+
+
+class Tenant(_Strict):
+    """A consumer of the gateway (enforced by extproc; declared here)."""
+
+    name: Name
+    api_keys: tuple[Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")], ...] = ()
+    models: tuple[str, ...] = ("*",)
+    regions: tuple[Name, ...] | None = None
+    budgets: Budgets = Budgets()
+
+
+class Backend(_Strict):
+    cluster: Name
+    weight: int = Field(default=1, ge=0, le=10_000)
+
+
+RetryOn = Literal[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "connect-failure",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "http3-post-connect-failure",
+]
+
+
+class Retries(_Strict):
+    attempts: int = Field(default=1, ge=0, le=10, description="retries after the first try")
+    per_try_timeout: Duration | None = None
+    on: tuple[RetryOn, ...] = ("connect-failure", "reset", "5xx")
+
+
+class Model(_Strict):
+    """A model name clients ask for, and where its traffic goes."""
+
+    name: ModelName
+    aliases: tuple[ModelName, ...] = ()
+    backends: tuple[Backend, ...] = Field(min_length=1)
+    fallback: tuple[Name, ...] = ()
+    timeout: Duration = 120.0
+    retries: Retries = Retries()
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Model:
+        if sum(b.weight for b in self.backends) <= 0:
+            raise ValueError("backends: at least one backend needs a weight above 0")
+        return self
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+class Endpoint(_Strict):
+    address: str = Field(min_length=1)
+    port: Port
+    weight: int = Field(default=1, ge=1, le=128)
+
+
+def _endpoint_from_string(value: Any) -> Any:
+    """Accept ``"host:port"`` as shorthand for ``{address: host, port: port}``."""
+    if isinstance(value, str):
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"must be host:port, not {value!r}")
+        return {"address": host.strip("[]"), "port": int(port)}
+    return value
+
+
+class Simulate(_Strict):
+    """Run the built-in model simulator for this cluster (``smesh up``)."""
+
+    replicas: int = Field(default=1, ge=1, le=16)
+    port: Port | None = None
+    ttft: Duration = 0.02
+    itl: Duration = 0.005
+    max_concurrency: int = Field(default=256, ge=1)
+    failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    failure_kind: Literal["500", "429", "timeout", "reset"] = "500"
+    echo: bool = False
+
+
+class HealthCheck(_Strict):
+    path: str = Field(default="/health", pattern=r"^/")
+    interval: Duration = 5.0
+    timeout: Duration = 1.0
+    healthy_threshold: int = Field(default=1, ge=1)
+    unhealthy_threshold: int = Field(default=2, ge=1)
+
+
+class CircuitBreakers(_Strict):
+    max_connections: int = Field(default=1024, ge=1)
+    max_pending_requests: int = Field(default=1024, ge=1)
+    max_requests: int = Field(default=1024, ge=1)
+    max_retries: int = Field(default=3, ge=0)
+
+
+class OutlierDetection(_Strict):
+    consecutive_5xx: int = Field(default=5, ge=1)
+    consecutive_gateway_failure: int = Field(default=3, ge=1)
+    interval: Duration = 5.0
+    base_ejection_time: Duration = 30.0
+    max_ejection_percent: int = Field(default=50, ge=0, le=100)
+
+
+class UpstreamTls(_Strict):
+    sni: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> UpstreamTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class Cluster(_Strict):
+    """A pool of model servers (real endpoints, or simulated ones)."""
+
+    name: Name
+    region: Name | None = None
+    endpoints: tuple[Annotated[Endpoint, BeforeValidator(_endpoint_from_string)], ...] = ()
+    simulate: Simulate | None = None
+    protocol: Literal["http1", "http2"] = "http1"
+    connect_timeout: Duration = 1.0
+    health_check: HealthCheck | None = None
+    circuit_breakers: CircuitBreakers = CircuitBreakers()
+    outlier_detection: OutlierDetection | None = OutlierDetection()
+    tls: UpstreamTls | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Cluster:
+        if self.endpoints and self.simulate is not None:
+            raise ValueError("give either endpoints or simulate, not both")
+        if not self.endpoints and self.simulate is None:
+            raise ValueError("needs endpoints (host:port list) or simulate: {}")
+        return self
+
+
+class MeshConfig(_Strict):
+    """The whole document."""
+
+    listeners: tuple[Listener, ...] = (Listener(name="gateway", port=10000),)
+    tenants: tuple[Tenant, ...] = ()
+    models: tuple[Model, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+
+    def cluster(self, name: str) -> Cluster:
+        return next(c for c in self.clusters if c.name == name)
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem, at a path into the document (``("models", 0, "backends", 1)``)."""
+
+    path: tuple[str | int, ...]
+    message: str
+
+
+def _duplicates(
+    section: str, items: tuple[Any, ...], key: str
+) -> Iterator[ConfigIssue]:
+    seen: dict[Any, int] = {}
+    for i, item in enumerate(items):
+        value = getattr(item, key)
+        if value in seen:
+            yield ConfigIssue((section, i, key), f"duplicate {key} {value!r} (first at {section}[{seen[value]}])")
+        seen.setdefault(value, i)
+
+
+def check_references(cfg: MeshConfig) -> list[ConfigIssue]:
+    """Document-wide rules: names unique, every reference resolves."""
+    issues = [
+        *_duplicates("listeners", cfg.listeners, "name"),
+        *_duplicates("listeners", cfg.listeners, "port"),
+        *_duplicates("tenants", cfg.tenants, "name"),
+        *_duplicates("models", cfg.models, "name"),
+        *_duplicates("clusters", cfg.clusters, "name"),
+    ]
+    clusters = {c.name: c for c in cfg.clusters}
+    model_names: dict[str, tuple[str | int, ...]] = {}
+    for m, model in enumerate(cfg.models):
+        for a, alias in enumerate(model.aliases):
+            where: tuple[str | int, ...] = ("models", m, "aliases", a)
+            if alias in model_names or alias == model.name:
+                issues.append(ConfigIssue(where, f"{alias!r} already names a model"))
+            model_names.setdefault(alias, where)
+        model_names.setdefault(model.name, ("models", m, "name"))
+        used: set[str] = set()
+        for b, backend in enumerate(model.backends):
+            if backend.cluster not in clusters:
+                issues.append(
+                    ConfigIssue(
+                        ("models", m, "backends", b, "cluster"),
+                        f"unknown cluster {backend.cluster!r}",
+                    )
+                )
+            if backend.cluster in used:
+                issues.append(
+                    ConfigIssue(
+                        ("models", m, "backends", b, "cluster"),
+                        f"cluster {backend.cluster!r} listed twice",
+                    )
+                )
+            used.add(backend.cluster)
+        for f, name in enumerate(model.fallback):
+            where = ("models", m, "fallback", f)
+            if name not in clusters:
+                issues.append(ConfigIssue(where, f"unknown cluster {name!r}"))
+            elif name in used:
+                issues.append(ConfigIssue(where, f"cluster {name!r} is already a backend or fallback"))
+            else:
+                for backend in model.backends:
+                    primary = clusters.get(backend.cluster)
+                    if primary is not None and primary.tls != clusters[name].tls:
+                        issues.append(
+                            ConfigIssue(
+                                where,
+                                f"fallback {name!r} must use the same tls settings as backend "
+                                f"{backend.cluster!r} (they share one Envoy cluster)",
+                            )
+                        )
+            used.add(name)
+    for t, tenant in enumerate(cfg.tenants):
+        for i, name in enumerate(tenant.models):
+            if name != "*" and name not in model_names:
+                issues.append(ConfigIssue(("tenants", t, "models", i), f"unknown model {name!r}"))
+    return issues

@@ -1,0 +1,147 @@
+"""Load ``mesh.yaml`` into a :class:`MeshConfig`, or explain exactly what is wrong.
+
+Every error names the file, the line and the field, one per line::
+
+    mesh.yaml:14: models[0].backends[1].weight: must be >= 0
+
+The YAML is composed (not just parsed) so that each value keeps the line it came from;
+pydantic's error locations are then mapped back to those lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from smesh.xds.config import ConfigIssue, MeshConfig, check_references
+
+__all__ = ["ConfigError", "load_config", "parse_config"]
+
+Loc = tuple[str | int, ...]
+
+
+class ConfigError(Exception):
+    """The config is invalid; ``lines`` holds one ``file:line: field: message`` per issue."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+@dataclass
+class _Located:
+    """Plain Python data plus the line of every path in it."""
+
+    data: Any = None
+    lines: dict[Loc, int] = field(default_factory=dict)
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+
+_CONSTRUCTOR = yaml.SafeLoader("")
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    """Resolve a scalar as ``yaml.safe_load`` would (ints, bools, null, timestamps...)."""
+    return _CONSTRUCTOR.construct_object(node, deep=True)
+
+
+def _walk(node: yaml.Node, loc: Loc, out: _Located) -> Any:
+    out.lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _walk(key_node, (*loc, "<key>"), out)
+            if key in result:
+                out.issues.append(ConfigIssue((*loc, str(key)), "duplicate key"))
+                out.lines[(*loc, str(key))] = key_node.start_mark.line + 1
+                continue
+            result[key] = _walk(value_node, (*loc, str(key)), out)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(item, (*loc, i), out) for i, item in enumerate(node.value)]
+    assert isinstance(node, yaml.ScalarNode)
+    return _scalar(node)
+
+
+def _compose(text: str) -> _Located:
+    out = _Located()
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    out.data = {} if node is None else _walk(node, (), out)
+    return out
+
+
+def _format_loc(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text or "(document)"
+
+
+def _line_of(loc: Loc, lines: dict[Loc, int]) -> int:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def _pydantic_issues(exc: ValidationError) -> Iterable[ConfigIssue]:
+    for err in exc.errors(include_url=False):
+        # Pydantic puts union/validator tags ("function-before[...]") into locations.
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif err["type"] == "missing":
+            message = "required field is missing"
+        elif err["type"] == "string_pattern_mismatch":
+            message = f"{err['input']!r} is not a valid name"
+        elif err["type"] in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
+            message = message.replace("Input should be greater than or equal to", "must be >=")
+            message = message.replace("Input should be less than or equal to", "must be <=")
+        yield ConfigIssue(loc, message)
+
+
+def parse_config(text: str, source: str = "<config>") -> MeshConfig:
+    """Validate YAML text; raise :class:`ConfigError` listing every issue."""
+    try:
+        located = _compose(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ConfigError([f"{source}:{line}: YAML syntax: {exc.problem or exc}"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}:1: YAML: {exc}"]) from exc
+    if not isinstance(located.data, dict):
+        raise ConfigError([f"{source}:1: (document): must be a mapping of sections"])
+    issues = list(located.issues)
+    config: MeshConfig | None = None
+    try:
+        config = MeshConfig.model_validate(located.data)
+    except ValidationError as exc:
+        issues.extend(_pydantic_issues(exc))
+    if config is not None:
+        issues.extend(check_references(config))
+    if issues:
+        raise ConfigError(
+            [
+                f"{source}:{_line_of(i.path, located.lines)}: {_format_loc(i.path)}: {i.message}"
+                for i in sorted(issues, key=lambda i: _line_of(i.path, located.lines))
+            ]
+        )
+    assert config is not None
+    return config
+
+
+def load_config(path: str | Path) -> MeshConfig:
+    """Read and validate a mesh config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}:1: cannot read: {exc}"]) from exc
+    return parse_config(text, source=str(path))

@@ -1,0 +1,184 @@
+"""Route translation: the models of a mesh config → the one shared ``RouteConfiguration``.
+
+extproc reads the model from the JSON body and sets :data:`~smesh.xds.resources.MODEL_HEADER`,
+then clears the route cache; this table picks the route on that header. Each model gets
+one route (its name and aliases), whose action spreads traffic over its backends by
+weight (canary) with Envoy-native retries. A model with ``fallback`` points at derived
+clusters whose lower priorities hold the fallback endpoints, and its retries move to the
+next priority. Two catch-all routes after the models answer unknown or missing models
+with the OpenAI-style JSON error, without going upstream.
+"""
+
+from __future__ import annotations
+
+import json
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import (
+    previous_priorities_config_pb2,
+)
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+
+from smesh.xds import config
+from smesh.xds.resources import MODEL_HEADER, ROUTE_CONFIG_NAME, fallback_cluster_name
+from smesh.xds.translate._convert import int_to_uint32, message_to_any, seconds_to_duration
+
+__all__ = [
+    "MODEL_NOT_FOUND_ROUTE",
+    "MODEL_REQUIRED_ROUTE",
+    "VIRTUAL_HOST_NAME",
+    "make_model_route",
+    "make_retry_policy",
+    "make_route_configuration",
+    "model_header_matcher",
+    "re2_escape",
+]
+
+VIRTUAL_HOST_NAME = "smesh"
+# "~" cannot appear in a model name, so these route names never clash with a model's.
+MODEL_NOT_FOUND_ROUTE = "~model_not_found"
+MODEL_REQUIRED_ROUTE = "~model_required"
+
+PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+PREVIOUS_PRIORITIES = "envoy.retry_priorities.previous_priorities"
+# How often the router re-picks a host that the previous-hosts predicate rejected.
+HOST_SELECTION_RETRY_MAX_ATTEMPTS = 3
+
+_RE2_SPECIAL = frozenset("\\.+*?()|[]{}^$")
+
+
+def re2_escape(text: str) -> str:
+    """Escape RE2 metacharacters (only those: RE2 rejects some escapes Python's would add)."""
+    return "".join(f"\\{ch}" if ch in _RE2_SPECIAL else ch for ch in text)
+
+
+def model_header_matcher(model: config.Model) -> rc_pb2.HeaderMatcher:
+    """Exact match on the model name, or an anchored RE2 alternation when it has aliases."""
+    if not model.aliases:
+        matcher = string_pb2.StringMatcher(exact=model.name)
+    else:
+        pattern = "^(" + "|".join(re2_escape(name) for name in model.names) + ")$"
+        matcher = string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=pattern))
+    return rc_pb2.HeaderMatcher(name=MODEL_HEADER, string_match=matcher)
+
+
+def make_retry_policy(model: config.Model) -> rc_pb2.RetryPolicy | None:
+    """Retries from config, never on the same host twice; ``None`` when retries are off."""
+    retries = model.retries
+    if retries.attempts == 0 or not retries.on:
+        return None
+    policy = rc_pb2.RetryPolicy(
+        retry_on=",".join(retries.on),
+        num_retries=int_to_uint32(retries.attempts),
+        retry_host_predicate=[
+            rc_pb2.RetryPolicy.RetryHostPredicate(
+                name=PREVIOUS_HOSTS,
+                typed_config=message_to_any(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
+        ],
+        host_selection_retry_max_attempts=HOST_SELECTION_RETRY_MAX_ATTEMPTS,
+    )
+    if retries.per_try_timeout is not None:
+        policy.per_try_timeout.CopyFrom(seconds_to_duration(retries.per_try_timeout))
+    if model.fallback:
+        # A failed try excludes the priority it used, so the retry lands on the fallback.
+        policy.retry_priority.CopyFrom(
+            rc_pb2.RetryPolicy.RetryPriority(
+                name=PREVIOUS_PRIORITIES,
+                typed_config=message_to_any(
+                    previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=1)
+                ),
+            )
+        )
+    return policy
+
+
+def _backend_cluster(model: config.Model, backend: config.Backend) -> str:
+    if model.fallback:
+        return fallback_cluster_name(backend.cluster, model.name)
+    return backend.cluster
+
+
+def make_model_route(model: config.Model) -> rc_pb2.Route:
+    """The route for one model: header match, weighted backends, timeout and retries."""
+    action = rc_pb2.RouteAction(timeout=seconds_to_duration(model.timeout))
+    if len(model.backends) == 1:
+        action.cluster = _backend_cluster(model, model.backends[0])
+    else:
+        # Weight-0 backends stay in the list: Envoy accepts 0 (no traffic) as long as the
+        # total is positive, which the config model guarantees; that keeps a parked
+        # canary's cluster visible in stats.
+        action.weighted_clusters.CopyFrom(
+            rc_pb2.WeightedCluster(
+                clusters=[
+                    rc_pb2.WeightedCluster.ClusterWeight(
+                        name=_backend_cluster(model, backend),
+                        weight=int_to_uint32(backend.weight),
+                    )
+                    for backend in model.backends
+                ]
+            )
+        )
+    retry_policy = make_retry_policy(model)
+    if retry_policy is not None:
+        action.retry_policy.CopyFrom(retry_policy)
+    return rc_pb2.Route(
+        name=model.name,
+        match=rc_pb2.RouteMatch(prefix="/", headers=[model_header_matcher(model)]),
+        route=action,
+    )
+
+
+def _error_body(message: str, code: str) -> str:
+    error = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+    return json.dumps(error, separators=(",", ":"))
+
+
+def _json_error_route(
+    name: str, status: int, body: str, headers: list[rc_pb2.HeaderMatcher]
+) -> rc_pb2.Route:
+    return rc_pb2.Route(
+        name=name,
+        match=rc_pb2.RouteMatch(prefix="/", headers=headers),
+        direct_response=rc_pb2.DirectResponseAction(
+            status=status, body=base_pb2.DataSource(inline_string=body)
+        ),
+        response_headers_to_add=[
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key="content-type", value="application/json"),
+                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+            )
+        ],
+    )
+
+
+def make_route_configuration(cfg: config.MeshConfig) -> route_pb2.RouteConfiguration:
+    """The shared route table: one route per model, then the two JSON error routes."""
+    routes = [make_model_route(model) for model in cfg.models]
+    routes.append(
+        _json_error_route(
+            MODEL_NOT_FOUND_ROUTE,
+            404,
+            _error_body(f"model not found (header {MODEL_HEADER})", "model_not_found"),
+            [rc_pb2.HeaderMatcher(name=MODEL_HEADER, present_match=True)],
+        )
+    )
+    # Reached only when the header is absent: every request with it matched above.
+    routes.append(
+        _json_error_route(
+            MODEL_REQUIRED_ROUTE,
+            400,
+            _error_body(
+                f"no model given (request body field 'model' or header {MODEL_HEADER})",
+                "model_required",
+            ),
+            [],
+        )
+    )
+    return route_pb2.RouteConfiguration(
+        name=ROUTE_CONFIG_NAME,
+        virtual_hosts=[rc_pb2.VirtualHost(name=VIRTUAL_HOST_NAME, domains=["*"], routes=routes)],
+    )
