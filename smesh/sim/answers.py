@@ -190,7 +190,7 @@ def final_frames(gen: Generation) -> bytes:
     ]
     frames = _frame(gen, choices)
     if gen.request.include_usage:
-        chunk = {
+        chunk: dict[str, Any] = {
             "id": gen.id,
             "object": "chat.completion.chunk"
             if gen.request.endpoint == "chat"

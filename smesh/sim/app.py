@@ -232,8 +232,9 @@ async def _openai_errors(
             raise
         kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         message = f"{exc.reason}: {request.method} {request.path}"
+        code = exc.reason.lower().replace(" ", "_")
         return _json_response(
-            error_body(message, "invalid_request_error", exc.status), exc.status, **kept
+            error_body(message, "invalid_request_error", code), exc.status, **kept
         )
     except (asyncio.CancelledError, ConnectionError):
         raise

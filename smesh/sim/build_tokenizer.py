@@ -38,8 +38,7 @@ DEFAULT_OUTPUT = Path(__file__).parent / "data" / "tokenizer.json"
 
 # Common English words, plus words that LLM traffic is full of. Order matters: earlier
 # words are drawn more often (a rough Zipf law), so they become single tokens.
-WORDS: tuple[str, ...] = tuple(
-    """
+_WORD_TEXT = """
     the of and to a in is it you that he was for on are with as I his they be at one
     have this from or had by not word but what some we can out other were all there when
     up use your how said an each she which do their time if will way about many then them
@@ -77,8 +76,8 @@ WORDS: tuple[str, ...] = tuple(
     number list object file system query search price order account customer email phone
     address payment invoice report summary translate explain example question document
     code python json api http latency throughput gateway proxy envoy deploy kubernetes
-    """.split()
-)
+"""
+WORDS: tuple[str, ...] = tuple(_WORD_TEXT.split())
 
 _PUNCT_END = (".", ".", ".", "?", "!", ".", ":", ";")
 _SUFFIXES = ("s", "ed", "ing", "er", "ly", "ness", "tion", "able", "ment", "est")
@@ -95,7 +94,8 @@ def _sentence(rng: random.Random, weights: list[float]) -> str:
     length = rng.randint(4, 18)
     words = rng.choices(WORDS, weights=weights, k=length)
     parts: list[str] = []
-    for index, word in enumerate(words):
+    for index, drawn in enumerate(words):
+        word = drawn
         roll = rng.random()
         if roll < 0.04:
             parts.append(str(rng.randint(0, 9999)))
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     target = Path(args[0]) if args else DEFAULT_OUTPUT
     written = write_tokenizer(target)
-    print(f"wrote {written} ({written.stat().st_size} bytes)")  # noqa: T201 - CLI output
+    print(f"wrote {written} ({written.stat().st_size} bytes)")
     return 0
 
 

@@ -90,6 +90,8 @@ class SimMetrics:
 
     def generating(self, model: str, delta: int) -> None:
         """A request for ``model`` took (+1) or released (-1) a generation slot."""
+        if model not in self._running_by_model:
+            self._touch(model)
         running = self._running_by_model.get(model, 0) + delta
         self._running_by_model[model] = running
         self.running.labels(model).set(running)
@@ -113,4 +115,5 @@ class SimMetrics:
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        text: bytes = generate_latest(self.registry)
+        return text

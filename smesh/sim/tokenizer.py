@@ -11,6 +11,7 @@ text parts joined with no separator (non-text parts such as images count nothing
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from functools import cache, lru_cache
 from pathlib import Path
@@ -57,7 +58,7 @@ def split_tokens(text: str) -> list[str]:
     offsets = load_tokenizer().encode(text, add_special_tokens=False).offsets
     starts = sorted({start for start, _ in offsets if 0 < start < len(text)})
     bounds = [0, *starts, len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if a < b]
+    return [text[a:b] for a, b in itertools.pairwise(bounds) if a < b]
 
 
 def content_text(content: object) -> str:

@@ -100,7 +100,6 @@ RetryOn = Literal[
     "connect-failure",
     "retriable-4xx",
     "refused-stream",
-    "retriable-status-codes",
     "http3-post-connect-failure",
 ]
 
@@ -227,9 +226,6 @@ class MeshConfig(_Strict):
     tenants: tuple[Tenant, ...] = ()
     models: tuple[Model, ...] = ()
     clusters: tuple[Cluster, ...] = ()
-
-    def cluster(self, name: str) -> Cluster:
-        return next(c for c in self.clusters if c.name == name)
 
 
 @dataclass(frozen=True)

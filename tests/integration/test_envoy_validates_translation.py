@@ -8,6 +8,7 @@ load assignment inline (that static conversion is a test concern, not package co
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 import subprocess
@@ -152,3 +153,62 @@ def test_envoy_rejects_a_broken_translation(tmp_path: Path) -> None:
     result = _validate(bootstrap, tmp_path)
     assert result.returncode != 0
     assert "vllm-canary" in result.stdout + result.stderr
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate and key (needs the optional ``cryptography``)."""
+    pytest.importorskip("cryptography", reason="TLS files need the cryptography package")
+    from cryptography import x509  # noqa: PLC0415 - optional, only for this test
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "models.internal")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_envoy_accepts_upstream_tls(tmp_path: Path) -> None:
+    """Envoy validates an upstream TLS cluster with SNI, a CA file and a client certificate."""
+    cert_path, key_path = _self_signed(tmp_path)
+    tls = {
+        "sni": "models.internal",
+        "ca_file": str(cert_path),
+        "cert_file": str(cert_path),
+        "key_file": str(key_path),
+    }
+    cfg = config.MeshConfig.model_validate(
+        {
+            "models": [
+                {"name": "secure-model", "backends": [{"cluster": "secure"}], "fallback": ["dr"]}
+            ],
+            "clusters": [
+                {"name": "secure", "endpoints": ["10.0.3.1:443"], "protocol": "http2", "tls": tls},
+                {"name": "dr", "endpoints": ["10.0.4.1:443"], "protocol": "http2", "tls": tls},
+            ],
+        }
+    )
+    assert config.check_references(cfg) == []
+    result = _validate(_static_bootstrap(translate(cfg)), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
