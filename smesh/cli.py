@@ -1,10 +1,10 @@
 """``smesh``: one command for the whole mesh.
 
-    smesh validate FILE     config errors as file:line: field: message (exit 1), or "ok"
-    smesh render FILE       the Envoy resources xds would push, as JSON
-    smesh xds --config F    the control plane (ADS + admin)
-    smesh sim [...]         the OpenAI-compatible model simulator
-    smesh up [--config F]   xds + simulators + a real Envoy, with a status table
+smesh validate FILE     config errors as file:line: field: message (exit 1), or "ok"
+smesh render FILE       the Envoy resources xds would push, as JSON
+smesh xds --config F    the control plane (ADS + admin)
+smesh sim [...]         the OpenAI-compatible model simulator
+smesh up [--config F]   xds + simulators + a real Envoy, with a status table
 """
 
 from __future__ import annotations
@@ -84,9 +84,7 @@ def _xds(args: argparse.Namespace) -> int:
             Path(args.tls_key),
             Path(args.tls_client_ca) if args.tls_client_ca else None,
         )
-    return main_xds(
-        XdsSettings(Path(args.config), args.host, args.port, args.admin_port, tls)
-    )
+    return main_xds(XdsSettings(Path(args.config), args.host, args.port, args.admin_port, tls))
 
 
 def _sim(args: argparse.Namespace) -> int:
@@ -152,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
     code: int = args.func(args)
     return code
 

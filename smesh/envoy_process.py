@@ -91,10 +91,14 @@ class EnvoyProcess:
         self.process = subprocess.Popen(
             [
                 envoy_binary(),
-                "-c", str(self.bootstrap),
-                "--base-id", str(self.base_id),
-                "--log-level", self.log_level,
-                "--concurrency", os.environ.get("SMESH_ENVOY_CONCURRENCY", "2"),
+                "-c",
+                str(self.bootstrap),
+                "--base-id",
+                str(self.base_id),
+                "--log-level",
+                self.log_level,
+                "--concurrency",
+                os.environ.get("SMESH_ENVOY_CONCURRENCY", "2"),
                 "--disable-hot-restart",
             ],
             stdout=self._log or subprocess.DEVNULL,
@@ -104,7 +108,7 @@ class EnvoyProcess:
 
     def admin(self, path: str, timeout: float = 2.0) -> bytes:
         url = f"http://127.0.0.1:{self.admin_port}{path}"
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             body: bytes = response.read()
             return body
 
@@ -113,7 +117,9 @@ class EnvoyProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"envoy exited with {self.process.returncode}; see {self.log_path}")
+                raise RuntimeError(
+                    f"envoy exited with {self.process.returncode}; see {self.log_path}"
+                )
             try:
                 if self.admin("/ready", timeout=1.0).strip() == b"LIVE":
                     return

@@ -16,14 +16,23 @@ __all__ = ["SimulatorPool"]
 
 def _argv(settings: Simulate, port: int) -> list[str]:
     argv = [
-        sys.executable, "-m", "smesh.sim",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--ttft", str(settings.ttft),
-        "--itl", str(settings.itl),
-        "--max-concurrency", str(settings.max_concurrency),
-        "--failure-rate", str(settings.failure_rate),
-        "--failure-kind", settings.failure_kind,
+        sys.executable,
+        "-m",
+        "smesh.sim",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ttft",
+        str(settings.ttft),
+        "--itl",
+        str(settings.itl),
+        "--max-concurrency",
+        str(settings.max_concurrency),
+        "--failure-rate",
+        str(settings.failure_rate),
+        "--failure-kind",
+        settings.failure_kind,
     ]
     return [*argv, "--echo"] if settings.echo else argv
 

@@ -14,6 +14,7 @@ import signal
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from smesh.envoy_process import EnvoyProcess, render_bootstrap
 from smesh.ports import free_port
@@ -36,7 +37,7 @@ class StackSettings:
 
 
 def _prepare_config(settings: StackSettings) -> Path:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    (settings.state_dir / "logs").mkdir(parents=True, exist_ok=True)
     if settings.config is not None:
         return settings.config
     path = settings.state_dir / "mesh.yaml"
@@ -57,32 +58,35 @@ def status_table(config: MeshConfig, gateway: str, xds: str, admin: str, state: 
     example = (
         f"curl -s {gateway}/v1/chat/completions -H 'content-type: application/json' "
         f"-H 'x-smesh-model: {first}' "
-        f"-d '{{\"model\": \"{first}\", \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}'"
+        f'-d \'{{"model": "{first}", "messages": [{{"role": "user", "content": "hi"}}]}}\''
     )
     return "\n".join(["Sovereign Mesh is up.", *lines, "", "Try:", f"  {example}", ""])
+
+
+def _with_port(config: MeshConfig, port: int | None) -> MeshConfig:
+    """The config with its first listener moved to ``port`` (``smesh up --port``)."""
+    if port is None or not config.listeners:
+        return config
+    first = config.listeners[0].model_copy(update={"port": port})
+    return config.model_copy(update={"listeners": (first, *config.listeners[1:])})
 
 
 async def _run(settings: StackSettings) -> int:
     config_path = _prepare_config(settings)
     state = settings.state_dir.resolve()
+    logs = state / "logs"
     try:
         config = load_config(config_path)
     except ConfigError as exc:
         for line in exc.lines:
             print(line)
         return 1
-    if settings.port is not None and config.listeners:
-        # The override applies to the file we watch, so later edits keep it.
-        first = config.listeners[0].model_copy(update={"port": settings.port})
-        config = config.model_copy(update={"listeners": (first, *config.listeners[1:])})
-    override = settings.port
-
-    pool = SimulatorPool(state)
+    config = _with_port(config, settings.port)
+    pool = SimulatorPool(logs)
 
     def compile_fn(cfg: MeshConfig) -> Snapshot:
-        if override is not None and cfg.listeners:
-            head = cfg.listeners[0].model_copy(update={"port": override})
-            cfg = cfg.model_copy(update={"listeners": (head, *cfg.listeners[1:])})
+        # --port applies to every reload, so later edits of the file keep it.
+        cfg = _with_port(cfg, settings.port)
         return compile_config(cfg, pool.endpoints(cfg))
 
     stop = asyncio.Event()
@@ -97,15 +101,16 @@ async def _run(settings: StackSettings) -> int:
     )
     envoy: EnvoyProcess | None = None
     try:
-        done, _ = await asyncio.wait({xds, ports}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {xds, ports}
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if xds in done:
             return xds.result()
         xds_port, admin_port = ports.result()
         envoy_admin = free_port()
-        bootstrap = state / "envoy-bootstrap.yaml"
+        bootstrap = logs / "envoy-bootstrap.yaml"
         bootstrap.write_text(render_bootstrap(xds_port, envoy_admin, f"smesh-up-{os.getpid()}"))
         envoy = EnvoyProcess(
-            bootstrap, envoy_admin, base_id=os.getpid() % 60000, log_path=state / "envoy.log"
+            bootstrap, envoy_admin, base_id=os.getpid() % 60000, log_path=logs / "envoy.log"
         ).start()
         await asyncio.to_thread(envoy.wait_ready, 60.0)
         listener = config.listeners[0]
@@ -116,7 +121,7 @@ async def _run(settings: StackSettings) -> int:
                 gateway=f"http://{host}:{listener.port}",
                 xds=f"127.0.0.1:{xds_port}",
                 admin=f"http://127.0.0.1:{admin_port}",
-                state=state,
+                state=logs,
             ),
             flush=True,
         )

@@ -8,6 +8,7 @@ error) → maybe inject a failure → wait for a generation slot (queued request
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
@@ -49,6 +50,7 @@ class SimState:
         self.metrics = SimMetrics(settings.max_concurrency, settings.model_names)
         self.slots = asyncio.Semaphore(settings.max_concurrency)
         self.rng = random.Random(settings.seed)  # noqa: S311 - failure dice, not cryptography
+        self.closing = asyncio.Event()  # set on shutdown: hung "timeout" requests give up
 
     @asynccontextmanager
     async def slot(self, model: str) -> AsyncIterator[None]:
@@ -97,8 +99,10 @@ async def _inject_failure(request: web.Request, state: SimState) -> web.StreamRe
         body = error_body("simulated rate limit", "rate_limit_error", "rate_limit_exceeded")
         return _json_response(body, 429, **{"Retry-After": str(settings.retry_after_s)})
     if kind == "timeout":
-        # Far past any sane client timeout; cancelled when the client hangs up.
-        await asyncio.sleep(settings.timeout_sleep_s)
+        # Far past any sane client timeout. Cancelled when the client hangs up; cut short
+        # on shutdown so a deliberately hung request never delays a stop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.closing.wait(), settings.timeout_sleep_s)
         return _json_response(error_body("simulated timeout", "server_error", "timeout"), 504)
     if kind == "reset":
         transport = request.transport
@@ -209,6 +213,10 @@ async def _models(request: web.Request) -> web.Response:
     return _json_response(orjson.dumps({"object": "list", "data": data}))
 
 
+async def _on_shutdown(app: web.Application) -> None:
+    app[_STATE_KEY].closing.set()
+
+
 async def _health(_request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -244,9 +252,15 @@ async def _openai_errors(
 
 
 def make_app(settings: SimSettings) -> web.Application:
-    """Build the simulator app for ``settings`` (serve it with any aiohttp runner)."""
+    """Build the simulator app for ``settings`` (serve it with any aiohttp runner).
+
+    :func:`smesh.sim.server.serve` runs it with ``handler_cancellation=True`` so that a
+    client hanging up cancels its handler (the "timeout" failure's long sleep included);
+    other runners should pass the same.
+    """
     app = web.Application(middlewares=[_openai_errors], client_max_size=MAX_BODY_BYTES)
     app[_STATE_KEY] = SimState(settings)
+    app.on_shutdown.append(_on_shutdown)
     app.router.add_post("/v1/chat/completions", _generation_handler(parse_chat))
     app.router.add_post("/v1/completions", _generation_handler(parse_completion))
     app.router.add_post("/v1/embeddings", _embeddings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import queue
 import signal
 import socket
 import threading
@@ -120,7 +121,7 @@ def run_workers(settings: SimSettings, host: str, port: int, workers: int) -> in
             try:
                 ready.get(timeout=0.2)
                 started += 1
-            except Exception:  # queue.Empty; a worker that died is caught below
+            except queue.Empty:  # no news yet: stop waiting if a worker died
                 if any(proc.exitcode is not None for proc in procs):
                     return 1
         if reserved is not None:

@@ -236,14 +236,14 @@ class ConfigIssue:
     message: str
 
 
-def _duplicates(
-    section: str, items: tuple[Any, ...], key: str
-) -> Iterator[ConfigIssue]:
+def _duplicates(section: str, items: tuple[Any, ...], key: str) -> Iterator[ConfigIssue]:
     seen: dict[Any, int] = {}
     for i, item in enumerate(items):
         value = getattr(item, key)
         if value in seen:
-            yield ConfigIssue((section, i, key), f"duplicate {key} {value!r} (first at {section}[{seen[value]}])")
+            yield ConfigIssue(
+                (section, i, key), f"duplicate {key} {value!r} (first at {section}[{seen[value]}])"
+            )
         seen.setdefault(value, i)
 
 
@@ -287,7 +287,9 @@ def check_references(cfg: MeshConfig) -> list[ConfigIssue]:
             if name not in clusters:
                 issues.append(ConfigIssue(where, f"unknown cluster {name!r}"))
             elif name in used:
-                issues.append(ConfigIssue(where, f"cluster {name!r} is already a backend or fallback"))
+                issues.append(
+                    ConfigIssue(where, f"cluster {name!r} is already a backend or fallback")
+                )
             else:
                 for backend in model.backends:
                     primary = clusters.get(backend.cluster)

@@ -73,8 +73,12 @@ class FileSource:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Reload on every change until ``stop`` is set."""
-        async for changes in awatch(
-            self.path.parent, debounce=self._debounce_ms, step=20, stop_event=stop
+        target = str(self.path)
+        async for _ in awatch(
+            self.path.parent,
+            watch_filter=lambda _change, path: path == target,
+            debounce=self._debounce_ms,
+            step=20,
+            stop_event=stop,
         ):
-            if any(Path(p).resolve() == self.path for _, p in changes):
-                self.reload()
+            self.reload()

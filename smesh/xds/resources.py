@@ -37,5 +37,5 @@ Resources = Mapping[str, Mapping[str, Message]]
 
 
 def fallback_cluster_name(backend: str, model: str) -> str:
-    """The Envoy cluster that serves ``backend`` for ``model`` with its fallbacks as lower priorities."""
+    """The Envoy cluster serving ``backend`` for ``model``, its fallbacks as lower priorities."""
     return f"{backend}~{model}"

@@ -33,7 +33,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
     def __init__(self, cache: SnapshotCache) -> None:
         self._cache = cache
 
-    async def StreamAggregatedResources(  # noqa: N802 (gRPC method name)
+    async def StreamAggregatedResources(
         self,
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext,
@@ -67,10 +67,12 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             stream.close()
             log.info("ADS stream from %r closed", stream.node_id)
 
-    async def DeltaAggregatedResources(  # noqa: N802 (gRPC method name)
+    async def DeltaAggregatedResources(
         self, request_iterator: AsyncIterator[object], context: grpc.aio.ServicerContext
     ) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "delta xDS is not served yet; use SotW ADS")
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "delta xDS is not served yet; use SotW ADS"
+        )
 
 
 @dataclass(frozen=True)

@@ -126,12 +126,16 @@ def cluster_eds_name(cluster: cluster_pb2.Cluster) -> str | None:
     """The ClusterLoadAssignment name an EDS cluster waits for (None for other types)."""
     if cluster.type != cluster_pb2.Cluster.EDS:
         return None
-    return cluster.eds_cluster_config.service_name or cluster.name
+    name: str = cluster.eds_cluster_config.service_name or cluster.name
+    return name
 
 
 def _missing(kind: str, wanted: Iterable[tuple[str, str]], have: frozenset[str]) -> list[str]:
-    return [f"{owner} refers to {kind} {name!r}, which is not in the snapshot"
-            for owner, name in sorted(wanted) if name not in have]
+    return [
+        f"{owner} refers to {kind} {name!r}, which is not in the snapshot"
+        for owner, name in sorted(wanted)
+        if name not in have
+    ]
 
 
 def check_consistency(snapshot: Snapshot) -> list[str]:

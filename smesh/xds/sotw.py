@@ -83,7 +83,9 @@ class SotwStream:
 
     # -- inputs --------------------------------------------------------------------------
 
-    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[discovery_pb2.DiscoveryResponse]:
+    def on_request(
+        self, request: discovery_pb2.DiscoveryRequest
+    ) -> list[discovery_pb2.DiscoveryResponse]:
         """Handle one request; return what to send."""
         if not self.node_id and request.HasField("node"):
             # `node` is read from the first request only (set_node_on_first_message_only).
@@ -98,7 +100,10 @@ class SotwStream:
             state.in_flight = False
             if request.HasField("error_detail"):
                 self._registry.nacked(
-                    self.node_id, request.type_url, request.version_info, request.error_detail.message
+                    self.node_id,
+                    request.type_url,
+                    request.version_info,
+                    request.error_detail.message,
                 )
             else:
                 self._accept(request.type_url, state)
@@ -187,9 +192,7 @@ class SotwStream:
             response.resources.add().Pack(desired[name][1])
         return response
 
-    def _desired(
-        self, type_url: str, state: _TypeState
-    ) -> dict[str, tuple[str, Message]] | None:
+    def _desired(self, type_url: str, state: _TypeState) -> dict[str, tuple[str, Message]] | None:
         """What this type should hold now, or None to hold back (make-before-break)."""
         snap = self._snapshot
         assert snap is not None
@@ -207,15 +210,17 @@ class SotwStream:
             retained = self._types[CLUSTER].sent_messages
             for name in state.names - set(current):
                 if name in state.sent_messages and any(
-                    cluster_eds_name(c) == name for c in retained.values()  # type: ignore[arg-type]
+                    cluster_eds_name(c) == name
+                    for c in retained.values()
                 ):
                     current[name] = (state.sent[name], state.sent_messages[name])
             return current
         if type_url == LISTENER:
             return current if self._clusters_settled() else None
         if type_url == ROUTE:
-            if not all(self._cluster_ready(c) for _, m in current.values()
-                       for c in route_clusters(m)):  # type: ignore[arg-type]
+            if not all(
+                self._cluster_ready(c) for _, m in current.values() for c in route_clusters(m)
+            ):
                 return None
             return current
         return current
@@ -237,7 +242,9 @@ class SotwStream:
         clusters = self._types[CLUSTER]
         if not clusters.requested or not clusters.wildcard:
             return True
-        return not clusters.in_flight and clusters.accepted == clusters.sent and bool(clusters.nonce)
+        return (
+            not clusters.in_flight and clusters.accepted == clusters.sent and bool(clusters.nonce)
+        )
 
     def _cluster_ready(self, name: str) -> bool:
         """The client holds this cluster and its endpoints (wildcard CDS clients only)."""

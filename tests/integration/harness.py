@@ -58,7 +58,18 @@ def start_simulator(log_dir: Path, *args: str) -> Simulator:
     port = free_port()
     log = (log_dir / f"sim-{port}.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "smesh.sim", "--port", str(port), "--ttft", "0", "--itl", "0", *args],
+        [
+            sys.executable,
+            "-m",
+            "smesh.sim",
+            "--port",
+            str(port),
+            "--ttft",
+            "0",
+            "--itl",
+            "0",
+            *args,
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -81,10 +92,18 @@ class Xds:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "smesh.cli", "--log-level", "INFO", "xds",
-                "--config", str(self.config),
-                "--port", str(self.port),
-                "--admin-port", str(self.admin_port),
+                sys.executable,
+                "-m",
+                "smesh.cli",
+                "--log-level",
+                "INFO",
+                "xds",
+                "--config",
+                str(self.config),
+                "--port",
+                str(self.port),
+                "--admin-port",
+                str(self.admin_port),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -103,7 +122,7 @@ class Xds:
 
     def metrics(self) -> str:
         url = f"http://127.0.0.1:{self.admin_port}/metrics"
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(url, timeout=2) as response:
             text: str = response.read().decode()
             return text
 
@@ -116,7 +135,11 @@ def start_envoy(tmp: Path, xds: Xds, node_id: str = "envoy-test") -> EnvoyProces
     bootstrap = tmp / f"bootstrap-{admin}.yaml"
     bootstrap.write_text(render_bootstrap(xds.port, admin, node_id))
     envoy = EnvoyProcess(bootstrap, admin, next(_BASE_IDS), log_path=tmp / f"envoy-{admin}.log")
-    envoy.start().wait_ready(30)
+    try:
+        envoy.start().wait_ready(30)
+    except BaseException:
+        envoy.stop()
+        raise
     return envoy
 
 

@@ -124,7 +124,7 @@ def test_stream_without_include_usage_has_no_usage_chunk(sim: httpx.Client) -> N
 @pytest.mark.parametrize(
     "content",
     [
-        "Grüße, 世界! 🚀 — naïve café\n\ttabs & <tags> \"quotes\"",
+        'Grüße, 世界! 🚀 — naïve café\n\ttabs & <tags> "quotes"',
         [{"type": "text", "text": "part one, "}, {"type": "text", "text": "part two ✓"}],
     ],
     ids=["unicode-string", "text-parts"],
@@ -365,7 +365,7 @@ def test_cli_serves_and_stops_cleanly(workers: int, stop_signal: signal.Signals)
                 answer = client.post(CHAT, json=body).json()
                 assert answer["choices"][0]["message"]["content"] == "ping"
         process.send_signal(stop_signal)
-        stdout, stderr = process.communicate(timeout=15)
+        _stdout, stderr = process.communicate(timeout=15)
         assert process.returncode == 0, stderr
         assert "Traceback" not in stderr
     finally:

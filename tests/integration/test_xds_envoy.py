@@ -26,15 +26,25 @@ from tests.integration.harness import (
 pytestmark = pytest.mark.integration
 
 
-def mesh(port: int, a: Simulator, b: Simulator, weights: tuple[int, int] = (100, 0),
-         route_to: str = "blue", extra: str = "") -> str:
+def mesh(
+    port: int,
+    a: Simulator,
+    b: Simulator,
+    weights: tuple[int, int] = (100, 0),
+    route_to: str = "blue",
+    extra: str = "",
+) -> str:
     backends = (
         f"[{{cluster: blue, weight: {weights[0]}}}, {{cluster: green, weight: {weights[1]}}}]"
-        if route_to == "both" else f"[{{cluster: {route_to}}}]"
+        if route_to == "both"
+        else f"[{{cluster: {route_to}}}]"
     )
-    declared = {"blue": a, "green": b} if route_to == "both" else {route_to: (a, b)[route_to == "green"]}
+    declared = (
+        {"blue": a, "green": b} if route_to == "both" else {route_to: (a, b)[route_to == "green"]}
+    )
     clusters = "".join(
-        f'  - {{name: {name}, endpoints: ["127.0.0.1:{sim.port}"]}}\n' for name, sim in declared.items()
+        f'  - {{name: {name}, endpoints: ["127.0.0.1:{sim.port}"]}}\n'
+        for name, sim in declared.items()
     )
     return f"""
 listeners:
@@ -78,12 +88,15 @@ class Stack:
 def stack(tmp_path: Path, simulators: list[Simulator]) -> Iterator[Stack]:
     s = Stack(tmp_path, simulators)
     s.write(route_to="both", weights=(100, 0))
-    s.xds.start()
-    s.envoy = start_envoy(tmp_path, s.xds)
-    wait_until(lambda: s.post().status_code == 200, timeout=10)
-    yield s
-    s.envoy.stop()
-    s.xds.stop()
+    try:
+        s.xds.start()
+        s.envoy = start_envoy(tmp_path, s.xds)
+        wait_until(lambda: s.post().status_code == 200, timeout=10)
+        yield s
+    finally:
+        if s.envoy is not None:
+            s.envoy.stop()
+        s.xds.stop()
 
 
 def counts(stack: Stack) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""The SotW ADS protocol, driven the way Envoy drives it (no sockets: requests in, responses out)."""
+"""The SotW ADS protocol, driven as Envoy drives it (no sockets: requests in, responses out)."""
 
 from __future__ import annotations
 
@@ -209,7 +209,11 @@ def test_newly_subscribed_name_is_sent_even_if_unchanged() -> None:
 def test_cluster_change_resends_its_endpoints() -> None:
     """When a Cluster changes, its (unchanged) ClusterLoadAssignment follows."""
     envoy, _ = connected()
-    changed = snapshot(BASE.replace('endpoints: ["127.0.0.1:9001"]', 'endpoints: ["127.0.0.1:9001"], connect_timeout: 3s'))
+    changed = snapshot(
+        BASE.replace(
+            'endpoints: ["127.0.0.1:9001"]', 'endpoints: ["127.0.0.1:9001"], connect_timeout: 3s'
+        )
+    )
     [cds] = envoy.push(changed)
     [eds] = envoy.request(CLUSTER, ack=cds)
     assert eds.type_url == ENDPOINT
