@@ -159,7 +159,7 @@ class AdsClient:
         predicate: Callable[[AdsClient], bool],
         timeout: float,  # noqa: ASYNC109 (a deadline for a condition, not for I/O)
     ) -> None:
-        """Until ``predicate(self)`` holds after an ACK; TimeoutError, or AdsClientError."""
+        """Until ``predicate(self)`` holds after an ACK or NACK; TimeoutError, or AdsClientError."""
         async with asyncio.timeout(timeout):
             changed = self._condition()
             async with changed:
@@ -191,6 +191,7 @@ class AdsClient:
             # version"); the server must not resend it.
             self.nacks[type_url].append(error)
             await self._send(type_url, error)
+            await self._notify()
             return
         if type_url in _WILDCARD_TYPES:
             self.resources[type_url] = resources

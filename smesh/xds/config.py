@@ -13,7 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "Backend",
@@ -120,11 +127,12 @@ class Model(_Strict):
     timeout: Duration = 120.0
     retries: Retries = Retries()
 
-    @model_validator(mode="after")
-    def _some_weight(self) -> Model:
-        if sum(b.weight for b in self.backends) <= 0:
-            raise ValueError("backends: at least one backend needs a weight above 0")
-        return self
+    @field_validator("backends")
+    @classmethod
+    def _some_weight(cls, backends: tuple[Backend, ...]) -> tuple[Backend, ...]:
+        if sum(b.weight for b in backends) <= 0:
+            raise ValueError("at least one backend needs a weight above 0")
+        return backends
 
     @property
     def names(self) -> tuple[str, ...]:

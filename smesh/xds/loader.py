@@ -61,6 +61,8 @@ def _walk(node: yaml.Node, loc: Loc, out: _Located) -> Any:
                 out.lines[(*loc, str(key))] = key_node.start_mark.line + 1
                 continue
             result[key] = _walk(value_node, (*loc, str(key)), out)
+            # A block value starts on the line after its key; operators look for the key.
+            out.lines[(*loc, str(key))] = key_node.start_mark.line + 1
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_walk(item, (*loc, i), out) for i, item in enumerate(node.value)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from builders import mesh, sample_config
+from tests.unit.builders import mesh, sample_config
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2

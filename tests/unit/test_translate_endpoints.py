@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from builders import mesh, sample_config
+from tests.unit.builders import mesh, sample_config
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from smesh.xds import config

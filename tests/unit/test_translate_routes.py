@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from builders import mesh, sample_config
+from tests.unit.builders import mesh, sample_config
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import (
     previous_priorities_config_pb2,
