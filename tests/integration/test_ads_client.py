@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from pathlib import Path
 
+import grpc
 import pytest
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from smesh.xds.app import compile_config
 from smesh.xds.cache import SnapshotCache
-from smesh.xds.client import AdsClient
+from smesh.xds.client import AdsClient, AdsClientError
 from smesh.xds.loader import parse_config
 from smesh.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, LISTENER, ROUTE, ROUTE_CONFIG_NAME
-from smesh.xds.server import start_server
+from smesh.xds.server import ServerTls, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +53,8 @@ def converged(client: AdsClient) -> bool:
     return all(client.resources[t] for t in ADS_ORDER)
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
@@ -60,13 +63,13 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 Scenario = Callable[[SnapshotCache, str], Awaitable[None]]
 
 
-def run(scenario: Scenario) -> None:
+def run(scenario: Scenario, tls: ServerTls | None = None) -> None:
     """A fresh cache + ADS server on a free port around ``scenario``; always stopped."""
 
     async def main() -> None:
         cache = SnapshotCache()
         publish(cache, "alpha")
-        server, port = await start_server(cache, "127.0.0.1:0")
+        server, port = await start_server(cache, "127.0.0.1:0", tls)
         try:
             await asyncio.wait_for(scenario(cache, f"127.0.0.1:{port}"), 20)
         finally:
@@ -181,3 +184,48 @@ def test_wait_for_times_out() -> None:
 
     run(scenario)
 
+
+def test_server_going_away_ends_wait_for() -> None:
+    """When the server ends the stream, a waiting caller gets AdsClientError, not a hang."""
+
+    async def main() -> None:
+        cache = SnapshotCache()
+        publish(cache, "alpha")
+        server, port = await start_server(cache, "127.0.0.1:0")
+        client = AdsClient(f"127.0.0.1:{port}", NODE)
+        task = asyncio.create_task(client.run())
+        try:
+            await client.wait_for(converged, timeout=5)
+            await server.stop(grace=None)
+            with pytest.raises(AdsClientError):
+                await client.wait_for(lambda c: "never" in route_names(c), timeout=5)
+            with pytest.raises(AdsClientError):
+                await task
+        finally:
+            client.close()
+            await server.stop(grace=None)
+
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_converges_over_tls(tmp_path: Path) -> None:
+    """With channel credentials the client speaks TLS to a TLS-only server."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
+            *("-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", str(key)),
+            *("-out", str(cert), "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+
+    async def scenario(cache: SnapshotCache, target: str) -> None:
+        async with AdsClient(target, NODE, credentials) as client:
+            await client.wait_for(converged, timeout=5)
+        await until(lambda: in_sync(cache, ROUTE))
+
+    run(scenario, ServerTls(cert, key))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -154,8 +155,6 @@ def test_render_prints_envoy_resources(tmp_path: Path, capsys: pytest.CaptureFix
     path.write_text(VALID)
     assert main(["render", str(path)]) == 0
     out = capsys.readouterr().out
-    import json
-
     rendered = json.loads(out)
     assert set(rendered) == {"Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"}
     weights = rendered["RouteConfiguration"][0]["virtual_hosts"][0]["routes"][0]["route"]

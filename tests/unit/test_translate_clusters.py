@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from tests.unit.builders import mesh, sample_config
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
@@ -13,6 +12,7 @@ from envoy.type.v3 import http_pb2
 from smesh.xds import config
 from smesh.xds.translate import TranslateError
 from smesh.xds.translate.clusters import HTTP_PROTOCOL_OPTIONS, make_clusters
+from tests.unit.builders import mesh, sample_config
 
 
 def _clusters() -> dict[str, cluster_pb2.Cluster]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from tests.unit.builders import mesh, sample_config
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from smesh.xds import config
 from smesh.xds.translate import TranslateError
 from smesh.xds.translate.endpoints import make_load_assignments, resolve_endpoints
+from tests.unit.builders import mesh, sample_config
 
 
 def _hosts(cla: endpoint_pb2.ClusterLoadAssignment) -> list[tuple[int, str, int, int]]:

@@ -6,7 +6,6 @@ import json
 import re
 
 import pytest
-from tests.unit.builders import mesh, sample_config
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import (
     previous_priorities_config_pb2,
@@ -14,6 +13,7 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import (
 
 from smesh.xds.resources import MODEL_HEADER, ROUTE_CONFIG_NAME
 from smesh.xds.translate.routes import make_route_configuration, re2_escape
+from tests.unit.builders import mesh, sample_config
 
 
 def _routes() -> dict[str, rc_pb2.Route]:
