@@ -24,19 +24,24 @@ from pydantic import (
 
 __all__ = [
     "Backend",
+    "BudgetStore",
     "Budgets",
     "CircuitBreakers",
     "Cluster",
     "ConfigIssue",
     "Endpoint",
+    "ExtProc",
     "HealthCheck",
+    "Jwt",
     "Listener",
     "MeshConfig",
     "Model",
     "OutlierDetection",
+    "Price",
     "Retries",
     "Simulate",
     "Tenant",
+    "Tokenizer",
     "UpstreamTls",
     "check_references",
     "parse_duration",
@@ -95,6 +100,36 @@ class Tenant(_Strict):
     budgets: Budgets = Budgets()
 
 
+class Price(_Strict):
+    """Catalog price of a model, in the operator's currency per million tokens."""
+
+    prompt_per_1m: float = Field(default=0.0, ge=0)
+    completion_per_1m: float = Field(default=0.0, ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (
+            prompt_tokens * self.prompt_per_1m + completion_tokens * self.completion_per_1m
+        ) / 1e6
+
+
+class Tokenizer(_Strict):
+    """How extproc estimates prompt tokens before admission (a real tokenizer, local files).
+
+    ``builtin``: the BPE that ships with the package; ``hf``: a ``tokenizer.json`` at
+    ``path``; ``tiktoken``: a local ``.tiktoken`` BPE file at ``path`` (nothing is
+    downloaded).
+    """
+
+    kind: Literal["builtin", "hf", "tiktoken"] = "builtin"
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> Tokenizer:
+        if self.kind != "builtin" and not self.path:
+            raise ValueError(f"a {self.kind} tokenizer needs a local path")
+        return self
+
+
 class Backend(_Strict):
     cluster: Name
     weight: int = Field(default=1, ge=0, le=10_000)
@@ -126,6 +161,11 @@ class Model(_Strict):
     fallback: tuple[Name, ...] = ()
     timeout: Duration = 120.0
     retries: Retries = Retries()
+    max_tokens: int = Field(
+        default=1024, ge=1, description="completion cap reserved when a request sets none"
+    )
+    tokenizer: Tokenizer = Tokenizer()
+    price: Price = Price()
 
     @field_validator("backends")
     @classmethod
@@ -227,10 +267,46 @@ class Cluster(_Strict):
         return self
 
 
+class BudgetStore(_Strict):
+    """Where budget counters live: one process (``memory``) or shared (``redis``)."""
+
+    kind: Literal["memory", "redis"] = "memory"
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+class ExtProc(_Strict):
+    """The inline processor every gateway listener calls (tenancy, routing, metering)."""
+
+    address: str = "127.0.0.1"
+    port: Port = 18080
+    message_timeout: Duration = 5.0
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    failure_mode_allow: bool = False
+    budget_store: BudgetStore = BudgetStore()
+
+
+class Jwt(_Strict):
+    """Tenants authenticated by JWT: Envoy verifies against a local JWKS, extproc reads the claim."""
+
+    issuer: str = Field(min_length=1)
+    audiences: tuple[str, ...] = ()
+    jwks: str | None = Field(default=None, description="the JWKS document, inline JSON")
+    jwks_file: str | None = None
+    tenant_claim: str = "tenant"
+
+    @model_validator(mode="after")
+    def _one_jwks(self) -> Jwt:
+        if (self.jwks is None) == (self.jwks_file is None):
+            raise ValueError("give exactly one of jwks (inline JSON) or jwks_file")
+        return self
+
+
 class MeshConfig(_Strict):
     """The whole document."""
 
     listeners: tuple[Listener, ...] = (Listener(name="gateway", port=10000),)
+    extproc: ExtProc | None = None
+    jwt: Jwt | None = None
     tenants: tuple[Tenant, ...] = ()
     models: tuple[Model, ...] = ()
     clusters: tuple[Cluster, ...] = ()
@@ -310,7 +386,21 @@ def check_references(cfg: MeshConfig) -> list[ConfigIssue]:
                             )
                         )
             used.add(name)
+    if cfg.tenants and cfg.extproc is None:
+        issues.append(
+            ConfigIssue(
+                ("tenants",), "tenants need an extproc section (nothing would enforce them)"
+            )
+        )
+    if cfg.jwt is not None and cfg.extproc is None:
+        issues.append(ConfigIssue(("jwt",), "jwt needs an extproc section"))
+    regions = {c.region for c in cfg.clusters}
     for t, tenant in enumerate(cfg.tenants):
+        for r, region in enumerate(tenant.regions or ()):
+            if region not in regions:
+                issues.append(
+                    ConfigIssue(("tenants", t, "regions", r), f"no cluster is in region {region!r}")
+                )
         for i, name in enumerate(tenant.models):
             if name != "*" and name not in model_names:
                 issues.append(ConfigIssue(("tenants", t, "models", i), f"unknown model {name!r}"))
