@@ -286,7 +286,7 @@ class ExtProc(_Strict):
 
 
 class Jwt(_Strict):
-    """Tenants authenticated by JWT: Envoy verifies against a local JWKS, extproc reads the claim."""
+    """JWT tenants: Envoy verifies tokens against a local JWKS; extproc reads the claim."""
 
     issuer: str = Field(min_length=1)
     audiences: tuple[str, ...] = ()

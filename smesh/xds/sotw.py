@@ -99,11 +99,10 @@ class SotwStream:
         if request.response_nonce:
             state.in_flight = False
             if request.HasField("error_detail"):
+                # The request's version_info is the last *accepted* one; record what was refused.
+                refused = _type_version(state.sent)
                 self._registry.nacked(
-                    self.node_id,
-                    request.type_url,
-                    request.version_info,
-                    request.error_detail.message,
+                    self.node_id, request.type_url, refused, request.error_detail.message
                 )
             else:
                 self._accept(request.type_url, state)
@@ -210,8 +209,7 @@ class SotwStream:
             retained = self._types[CLUSTER].sent_messages
             for name in state.names - set(current):
                 if name in state.sent_messages and any(
-                    cluster_eds_name(c) == name
-                    for c in retained.values()
+                    cluster_eds_name(c) == name for c in retained.values()
                 ):
                     current[name] = (state.sent[name], state.sent_messages[name])
             return current

@@ -180,6 +180,7 @@ def test_nacked_route_is_not_resent_and_keeps_its_clusters() -> None:
     assert envoy.request(ROUTE, (ROUTE_CONFIG_NAME,), ack=rds, error="invalid regex") == []
     nack = registry.node("envoy-1").of(ROUTE)
     assert (nack.nacks, nack.nack_error) == (1, "invalid regex")
+    assert nack.nack_version == rds.version_info != nack.acked_version
     # CDS was never shrunk: "a" is what Envoy's old (kept) route uses.
     assert "a" in envoy.names(CLUSTER)
     # A later edit that uses "a" again goes out without any cluster removal.
