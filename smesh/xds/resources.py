@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from google.protobuf.message import Message
 
@@ -10,12 +10,18 @@ __all__ = [
     "ADS_ORDER",
     "CLUSTER",
     "ENDPOINT",
+    "EXTPROC_CLUSTER",
+    "JWT_FILTER",
+    "JWT_PAYLOAD_KEY",
     "LISTENER",
     "MODEL_HEADER",
+    "RESIDENCY_HEADER",
     "ROUTE",
     "ROUTE_CONFIG_NAME",
+    "TENANT_HEADER",
     "Resources",
     "fallback_cluster_name",
+    "residency_key",
 ]
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -39,3 +45,20 @@ Resources = Mapping[str, Mapping[str, Message]]
 def fallback_cluster_name(backend: str, model: str) -> str:
     """The Envoy cluster serving ``backend`` for ``model``, its fallbacks as lower priorities."""
     return f"{backend}~{model}"
+
+
+# Headers extproc sets (and strips when a client sends them) for the route table.
+TENANT_HEADER = "x-smesh-tenant"
+# A residency-restricted tenant's allowed regions, sorted and joined with "+"; routes for
+# such tenants match it and only reach clusters in those regions.
+RESIDENCY_HEADER = "x-smesh-residency"
+# The Envoy cluster of the extproc service.
+EXTPROC_CLUSTER = "smesh_extproc"
+# jwt_authn writes the verified payload here; ext_proc forwards the namespace to extproc.
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+JWT_PAYLOAD_KEY = "jwt_payload"
+
+
+def residency_key(regions: Iterable[str]) -> str:
+    """The RESIDENCY_HEADER value for a set of regions (order-independent)."""
+    return "+".join(sorted(set(regions)))
