@@ -3,6 +3,8 @@
 smesh validate FILE     config errors as file:line: field: message (exit 1), or "ok"
 smesh render FILE       the Envoy resources xds would push, as JSON
 smesh xds --config F    the control plane (ADS + admin)
+smesh extproc --config F  the inline ext_proc service (tenancy, routing, metering)
+smesh key new TENANT    a new API key (printed once) and the hash line for the config
 smesh sim [...]         the OpenAI-compatible model simulator
 smesh up [--config F]   xds + simulators + a real Envoy, with a status table
 """
@@ -87,6 +89,33 @@ def _xds(args: argparse.Namespace) -> int:
     return main_xds(XdsSettings(Path(args.config), args.host, args.port, args.admin_port, tls))
 
 
+def _extproc(args: argparse.Namespace) -> int:
+    from smesh.extproc.server import ExtProcSettings, run_extproc
+
+    return run_extproc(
+        ExtProcSettings(
+            config=Path(args.config),
+            address=args.host,
+            port=args.port,
+            workers=args.workers,
+            threads=args.threads,
+            metrics_port=args.metrics_port,
+            tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+            tls_key=Path(args.tls_key) if args.tls_key else None,
+        )
+    )
+
+
+def _key_new(args: argparse.Namespace) -> int:
+    from smesh.extproc.keys import hash_api_key, new_api_key
+
+    key = new_api_key()
+    print(f"API key for tenant {args.tenant} (shown once; store it now):\n\n  {key}\n")
+    print("Add its hash to the tenant in mesh.yaml (only the hash is stored):\n")
+    print(f'  - name: {args.tenant}\n    api_keys: ["{hash_api_key(key)}"]')
+    return 0
+
+
 def _sim(args: argparse.Namespace) -> int:
     from smesh.sim.cli import main as sim_main
 
@@ -127,6 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key")
     p.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
     p.set_defaults(func=_xds)
+
+    p = sub.add_parser("extproc", help="run the ext_proc service")
+    p.add_argument("--config", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=18080)
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    p.add_argument("--threads", type=int, default=256, help="concurrent requests per worker")
+    p.add_argument("--metrics-port", type=int, help="Prometheus /metrics (worker i: +i)")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.set_defaults(func=_extproc)
+
+    p = sub.add_parser("key", help="API keys")
+    keys = p.add_subparsers(dest="key_command", required=True)
+    k = keys.add_parser("new", help="print a new API key once, and the hash for the config")
+    k.add_argument("tenant")
+    k.set_defaults(func=_key_new)
 
     p = sub.add_parser("sim", help="run the model simulator", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

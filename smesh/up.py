@@ -1,7 +1,8 @@
-"""``smesh up``: xds, the simulators a config declares, and a real Envoy — one command.
+"""``smesh up``: xds, extproc, the simulators a config declares, and a real Envoy.
 
 Prints the gateway URL and a status table once Envoy serves; SIGINT/SIGTERM stop every
-child. Without ``--config`` the embedded demo mesh is copied to ``.smesh/mesh.yaml`` and
+child. Without ``--config`` the embedded demo mesh is written to ``.smesh/mesh.yaml``
+with a fresh demo API key (only its hash is in the file; the key is printed once) and
 watched there, so editing that file reroutes the running gateway.
 """
 
@@ -11,12 +12,16 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from string import Template
+from typing import IO, Any
 
 from smesh.envoy_process import EnvoyProcess, render_bootstrap
+from smesh.extproc.keys import hash_api_key, new_api_key
 from smesh.ports import free_port
 from smesh.simpool import SimulatorPool
 from smesh.xds.app import XdsSettings, compile_config, run_xds
@@ -36,43 +41,78 @@ class StackSettings:
     state_dir: Path = Path(".smesh")
 
 
-def _prepare_config(settings: StackSettings) -> Path:
+def _prepare_config(settings: StackSettings) -> tuple[Path, str | None]:
+    """The config path to watch, and the demo key when the embedded default is used."""
     (settings.state_dir / "logs").mkdir(parents=True, exist_ok=True)
     if settings.config is not None:
-        return settings.config
+        return settings.config, None
+    key = new_api_key()
+    template = resources.files("smesh").joinpath("default_mesh.yaml").read_text()
     path = settings.state_dir / "mesh.yaml"
-    path.write_text(resources.files("smesh").joinpath("default_mesh.yaml").read_text())
-    return path
+    path.write_text(Template(template).substitute(DEMO_KEY_HASH=hash_api_key(key)))
+    return path, key
 
 
-def status_table(config: MeshConfig, gateway: str, xds: str, admin: str, state: Path) -> str:
+def status_table(
+    config: MeshConfig, gateway: str, xds: str, admin: str, state: Path, demo_key: str | None
+) -> str:
     rows = [("gateway", gateway), ("xds (ADS)", xds), ("xds status", f"{admin}/status")]
     for model in config.models:
         split = ", ".join(f"{b.cluster} {b.weight}" for b in model.backends)
         fallback = f" → fallback {', '.join(model.fallback)}" if model.fallback else ""
         rows.append((f"model {model.name}", f"{split}{fallback}"))
+    rows.extend((f"tenant {t.name}", f"models {', '.join(t.models)}") for t in config.tenants)
+    if demo_key:
+        rows.append(("demo API key", demo_key))
     rows.append(("logs", str(state)))
     width = max(len(k) for k, _ in rows)
     lines = [f"  {k.ljust(width)}  {v}" for k, v in rows]
     first = config.models[0].name if config.models else "MODEL"
+    auth = (
+        f"-H 'authorization: Bearer {demo_key}' "
+        if demo_key
+        else ("-H 'authorization: Bearer YOUR_KEY' " if config.extproc else "")
+    )
+    route = "" if config.extproc else f"-H 'x-smesh-model: {first}' "
     example = (
-        f"curl -s {gateway}/v1/chat/completions -H 'content-type: application/json' "
-        f"-H 'x-smesh-model: {first}' "
+        f"curl -s {gateway}/v1/chat/completions -H 'content-type: application/json' {auth}{route}"
         f'-d \'{{"model": "{first}", "messages": [{{"role": "user", "content": "hi"}}]}}\''
     )
     return "\n".join(["Sovereign Mesh is up.", *lines, "", "Try:", f"  {example}", ""])
 
 
-def _with_port(config: MeshConfig, port: int | None) -> MeshConfig:
-    """The config with its first listener moved to ``port`` (``smesh up --port``)."""
-    if port is None or not config.listeners:
-        return config
-    first = config.listeners[0].model_copy(update={"port": port})
-    return config.model_copy(update={"listeners": (first, *config.listeners[1:])})
+def _with_ports(config: MeshConfig, port: int | None, extproc_port: int | None) -> MeshConfig:
+    """``smesh up --port`` moves the first listener; extproc runs where up started it."""
+    update: dict[str, Any] = {}
+    if port is not None and config.listeners:
+        first = config.listeners[0].model_copy(update={"port": port})
+        update["listeners"] = (first, *config.listeners[1:])
+    if extproc_port is not None and config.extproc is not None:
+        update["extproc"] = config.extproc.model_copy(
+            update={"address": "127.0.0.1", "port": extproc_port}
+        )
+    return config.model_copy(update=update) if update else config
+
+
+def _start_extproc(config_path: Path, port: int, log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smesh.cli",
+            "extproc",
+            "--config",
+            str(config_path),
+            "--port",
+            str(port),
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
 
 
 async def _run(settings: StackSettings) -> int:
-    config_path = _prepare_config(settings)
+    config_path, demo_key = _prepare_config(settings)
     state = settings.state_dir.resolve()
     logs = state / "logs"
     try:
@@ -81,12 +121,13 @@ async def _run(settings: StackSettings) -> int:
         for line in exc.lines:
             print(line)
         return 1
-    config = _with_port(config, settings.port)
+    extproc_port = free_port() if config.extproc is not None else None
+    config = _with_ports(config, settings.port, extproc_port)
     pool = SimulatorPool(logs)
 
     def compile_fn(cfg: MeshConfig) -> Snapshot:
-        # --port applies to every reload, so later edits of the file keep it.
-        cfg = _with_port(cfg, settings.port)
+        # Overrides apply to every reload, so later edits of the file keep them.
+        cfg = _with_ports(cfg, settings.port, extproc_port)
         return compile_config(cfg, pool.endpoints(cfg))
 
     stop = asyncio.Event()
@@ -94,6 +135,10 @@ async def _run(settings: StackSettings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    extproc_log = (logs / "extproc.log").open("ab")
+    extproc = (
+        _start_extproc(config_path, extproc_port, extproc_log) if extproc_port is not None else None
+    )
     ports: asyncio.Future[tuple[int, int]] = loop.create_future()
     xds_settings = XdsSettings(config_path, port=free_port(), admin_port=free_port())
     xds = asyncio.create_task(
@@ -122,6 +167,7 @@ async def _run(settings: StackSettings) -> int:
                 xds=f"127.0.0.1:{xds_port}",
                 admin=f"http://127.0.0.1:{admin_port}",
                 state=logs,
+                demo_key=demo_key,
             ),
             flush=True,
         )
@@ -132,10 +178,23 @@ async def _run(settings: StackSettings) -> int:
         stop.set()
         if envoy is not None:
             envoy.stop()
+        _stop_process(extproc)
+        extproc_log.close()
         if not xds.done():
             await asyncio.wait({xds}, timeout=5)
         pool.stop_all()
         print("stopped.", flush=True)
+
+
+def _stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None:
+        return
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def run_stack(settings: StackSettings) -> int:

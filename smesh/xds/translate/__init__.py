@@ -24,31 +24,53 @@ from smesh.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ROUTE_CONFIG
 from smesh.xds.translate._errors import TranslateError
 from smesh.xds.translate.clusters import make_cluster, make_clusters
 from smesh.xds.translate.endpoints import make_load_assignments, resolve_endpoints
+from smesh.xds.translate.extproc import make_ext_proc_filter, make_extproc_cluster
+from smesh.xds.translate.jwt import make_jwt_filter
 from smesh.xds.translate.listener import make_listener
+from smesh.xds.translate.local_reply import make_local_reply_config
 from smesh.xds.translate.routes import make_route_configuration
 
 __all__ = [
     "TranslateError",
     "make_cluster",
     "make_clusters",
+    "make_ext_proc_filter",
+    "make_extproc_cluster",
+    "make_http_filters",
+    "make_jwt_filter",
     "make_listener",
     "make_load_assignments",
+    "make_local_reply_config",
     "make_route_configuration",
     "resolve_endpoints",
     "translate",
 ]
 
 
+def make_http_filters(cfg: config.MeshConfig) -> list[hcm_pb2.HttpFilter]:
+    """The filters ahead of the router, in order: jwt_authn (verifies), ext_proc (decides)."""
+    filters = []
+    if cfg.jwt is not None:
+        filters.append(make_jwt_filter(cfg.jwt))
+    if cfg.extproc is not None:
+        filters.append(make_ext_proc_filter(cfg.extproc))
+    return filters
+
+
 def translate(
     cfg: config.MeshConfig,
     simulated: Mapping[str, Sequence[config.Endpoint]] | None = None,
-    ext_proc: hcm_pb2.HttpFilter | None = None,
 ) -> dict[str, dict[str, Message]]:
     """Every resource for ``cfg``: type URL → resource name → message."""
     resolved = resolve_endpoints(cfg, simulated)
+    filters = make_http_filters(cfg)
+    clusters = make_clusters(cfg)
+    if cfg.extproc is not None:
+        # STATIC (or STRICT_DNS): its endpoints are inline, so it needs no CLA over EDS.
+        clusters.append(make_extproc_cluster(cfg.extproc))
     return {
-        LISTENER: {listener.name: make_listener(listener, ext_proc) for listener in cfg.listeners},
+        LISTENER: {listener.name: make_listener(listener, filters) for listener in cfg.listeners},
         ROUTE: {ROUTE_CONFIG_NAME: make_route_configuration(cfg)},
-        CLUSTER: {cluster.name: cluster for cluster in make_clusters(cfg)},
+        CLUSTER: {cluster.name: cluster for cluster in clusters},
         ENDPOINT: {cla.cluster_name: cla for cla in make_load_assignments(cfg, resolved)},
     }

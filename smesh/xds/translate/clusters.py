@@ -4,7 +4,8 @@ Each config cluster becomes one EDS cluster of the same name. A model with ``fal
 needs a cluster whose priority 0 holds a backend's endpoints and whose lower priorities
 hold the fallbacks' (Envoy fails over between priorities, not between clusters), so for
 every such backend a derived cluster named ``fallback_cluster_name(backend, model)`` is
-added with the backend's settings. The config checks that fallbacks share the backend's
+added with the backend's settings (and one per region-restricted view of the model,
+see :mod:`~smesh.xds.translate.residency`). The config checks that fallbacks share the backend's
 TLS settings, because they share this one cluster's transport socket.
 """
 
@@ -27,6 +28,7 @@ from smesh.xds import config
 from smesh.xds.resources import fallback_cluster_name
 from smesh.xds.translate._convert import int_to_uint32, message_to_any, seconds_to_duration
 from smesh.xds.translate._errors import TranslateError
+from smesh.xds.translate.residency import residency_routes
 
 __all__ = [
     "HTTP_PROTOCOL_OPTIONS",
@@ -174,11 +176,15 @@ def find_cluster(cfg: config.MeshConfig, name: str, model: config.Model) -> conf
 
 def _fallback_clusters(cfg: config.MeshConfig) -> Iterator[cluster_pb2.Cluster]:
     for model in cfg.models:
-        if not model.fallback:
-            continue
-        for backend in model.backends:
-            name = fallback_cluster_name(backend.cluster, model.name)
-            yield make_cluster(find_cluster(cfg, backend.cluster, model), name)
+        # The model itself, then its region-restricted views (own names, own priorities).
+        views = [(model.name, model)]
+        views += [(r.name, r.allowed) for r in residency_routes(cfg, model) if r.allowed]
+        for derived_as, view in views:
+            if not view.fallback:
+                continue
+            for backend in view.backends:
+                name = fallback_cluster_name(backend.cluster, derived_as)
+                yield make_cluster(find_cluster(cfg, backend.cluster, model), name)
 
 
 def make_clusters(cfg: config.MeshConfig) -> list[cluster_pb2.Cluster]:

@@ -22,6 +22,7 @@ from smesh.xds import config
 from smesh.xds.resources import fallback_cluster_name
 from smesh.xds.translate._convert import int_to_uint32
 from smesh.xds.translate._errors import TranslateError
+from smesh.xds.translate.residency import residency_routes
 
 __all__ = [
     "SIMULATOR_HOST",
@@ -117,19 +118,23 @@ def _levels(cfg: config.MeshConfig) -> Iterator[tuple[str, list[config.Cluster]]
     for cluster in cfg.clusters:
         yield cluster.name, [cluster]
     for model in cfg.models:
-        if not model.fallback:
-            continue
-        for backend in model.backends:
-            names = (backend.cluster, *model.fallback)
-            missing = [name for name in names if name not in clusters]
-            if missing:
-                raise TranslateError(
-                    f"model {model.name!r} refers to unknown cluster {missing[0]!r}"
+        # The model itself, then its region-restricted views: only allowed priorities.
+        views = [(model.name, model)]
+        views += [(r.name, r.allowed) for r in residency_routes(cfg, model) if r.allowed]
+        for derived_as, view in views:
+            if not view.fallback:
+                continue
+            for backend in view.backends:
+                names = (backend.cluster, *view.fallback)
+                missing = [name for name in names if name not in clusters]
+                if missing:
+                    raise TranslateError(
+                        f"model {model.name!r} refers to unknown cluster {missing[0]!r}"
+                    )
+                yield (
+                    fallback_cluster_name(backend.cluster, derived_as),
+                    [clusters[name] for name in names],
                 )
-            yield (
-                fallback_cluster_name(backend.cluster, model.name),
-                [clusters[name] for name in names],
-            )
 
 
 def make_load_assignments(

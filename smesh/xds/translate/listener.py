@@ -2,11 +2,14 @@
 
 Every listener carries a single HTTP connection manager whose routes come from RDS over
 ADS (the shared :data:`~smesh.xds.resources.ROUTE_CONFIG_NAME` table), so a model change
-never touches the listener and never drains connections. The filter chain has one
-optional slot in front of the router for the ext_proc filter, built elsewhere.
+never touches the listener and never drains connections. The HTTP filters in front of
+the router (jwt_authn, then ext_proc) are built elsewhere and passed in, in order. Errors
+Envoy answers itself become the OpenAI-style JSON error (:mod:`.local_reply`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import (
@@ -25,6 +28,7 @@ from google.protobuf import struct_pb2
 from smesh.xds import config
 from smesh.xds.resources import MODEL_HEADER, ROUTE_CONFIG_NAME
 from smesh.xds.translate._convert import message_to_any, seconds_to_duration
+from smesh.xds.translate.local_reply import make_local_reply_config
 
 __all__ = ["ACCESS_LOG_FIELDS", "make_access_log", "make_http_connection_manager", "make_listener"]
 
@@ -61,11 +65,21 @@ def make_access_log() -> accesslog_pb2.AccessLog:
     return accesslog_pb2.AccessLog(name=STDOUT_ACCESS_LOG, typed_config=message_to_any(stdout))
 
 
+def _filters(
+    filters: hcm_pb2.HttpFilter | Sequence[hcm_pb2.HttpFilter] | None,
+) -> list[hcm_pb2.HttpFilter]:
+    if filters is None:
+        return []
+    if isinstance(filters, hcm_pb2.HttpFilter):
+        return [filters]
+    return list(filters)
+
+
 def make_http_connection_manager(
-    stat_prefix: str, ext_proc: hcm_pb2.HttpFilter | None = None
+    stat_prefix: str, filters: hcm_pb2.HttpFilter | Sequence[hcm_pb2.HttpFilter] | None = None
 ) -> hcm_pb2.HttpConnectionManager:
-    """The HTTP connection manager: routes from RDS over ADS, [ext_proc,] router."""
-    http_filters = [] if ext_proc is None else [ext_proc]
+    """The HTTP connection manager: routes from RDS over ADS, ``filters`` then the router."""
+    http_filters = _filters(filters)
     http_filters.append(
         hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=message_to_any(router_pb2.Router()))
     )
@@ -85,14 +99,16 @@ def make_http_connection_manager(
         # the per-route timeout (model.timeout) bounds it instead.
         request_timeout=seconds_to_duration(0),
         access_log=[make_access_log()],
+        local_reply_config=make_local_reply_config(),
     )
 
 
 def make_listener(
-    listener: config.Listener, ext_proc: hcm_pb2.HttpFilter | None = None
+    listener: config.Listener,
+    filters: hcm_pb2.HttpFilter | Sequence[hcm_pb2.HttpFilter] | None = None,
 ) -> listener_pb2.Listener:
-    """One Envoy listener for ``listener``; ``ext_proc`` (if given) runs before the router."""
-    hcm = make_http_connection_manager(listener.name, ext_proc)
+    """One Envoy listener for ``listener``; ``filters`` (one or several) run before the router."""
+    hcm = make_http_connection_manager(listener.name, filters)
     return listener_pb2.Listener(
         name=listener.name,
         address=address_pb2.Address(

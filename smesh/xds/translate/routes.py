@@ -7,6 +7,15 @@ weight (canary) with Envoy-native retries. A model with ``fallback`` points at d
 clusters whose lower priorities hold the fallback endpoints, and its retries move to the
 next priority. Two catch-all routes after the models answer unknown or missing models
 with the OpenAI-style JSON error, without going upstream.
+
+Region-restricted tenants (see :mod:`~smesh.xds.translate.residency`) get, ahead of each
+model's route, one route per region set that also matches
+:data:`~smesh.xds.resources.RESIDENCY_HEADER` and reaches only that set's clusters (403
+when there are none), then a route that refuses any other residency value: a request
+that carries the header never falls through to the unrestricted route.
+
+With extproc, the virtual host carries the request body limit (``max_body_bytes``):
+ext_proc buffers the body against it and Envoy answers 413 past it.
 """
 
 from __future__ import annotations
@@ -23,14 +32,21 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import (
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
 from smesh.xds import config
-from smesh.xds.resources import MODEL_HEADER, ROUTE_CONFIG_NAME, fallback_cluster_name
+from smesh.xds.resources import (
+    MODEL_HEADER,
+    RESIDENCY_HEADER,
+    ROUTE_CONFIG_NAME,
+    fallback_cluster_name,
+)
 from smesh.xds.translate._convert import int_to_uint32, message_to_any, seconds_to_duration
+from smesh.xds.translate.residency import ResidencyRoute, residency_keys, residency_routes
 
 __all__ = [
     "MODEL_NOT_FOUND_ROUTE",
     "MODEL_REQUIRED_ROUTE",
     "VIRTUAL_HOST_NAME",
     "make_model_route",
+    "make_residency_route",
     "make_retry_policy",
     "make_route_configuration",
     "model_header_matcher",
@@ -41,6 +57,8 @@ VIRTUAL_HOST_NAME = "smesh"
 # "~" cannot appear in a model name, so these route names never clash with a model's.
 MODEL_NOT_FOUND_ROUTE = "~model_not_found"
 MODEL_REQUIRED_ROUTE = "~model_required"
+# Suffix of each model's route refusing residency values this table has no route for.
+REGION_NOT_ALLOWED_SUFFIX = "~region_not_allowed"
 
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 PREVIOUS_PRIORITIES = "envoy.retry_priorities.previous_priorities"
@@ -96,17 +114,16 @@ def make_retry_policy(model: config.Model) -> rc_pb2.RetryPolicy | None:
     return policy
 
 
-def _backend_cluster(model: config.Model, backend: config.Backend) -> str:
+def _backend_cluster(model: config.Model, backend: config.Backend, derived_as: str) -> str:
     if model.fallback:
-        return fallback_cluster_name(backend.cluster, model.name)
+        return fallback_cluster_name(backend.cluster, derived_as)
     return backend.cluster
 
 
-def make_model_route(model: config.Model) -> rc_pb2.Route:
-    """The route for one model: header match, weighted backends, timeout and retries."""
+def _route_action(model: config.Model, derived_as: str) -> rc_pb2.RouteAction:
     action = rc_pb2.RouteAction(timeout=seconds_to_duration(model.timeout))
     if len(model.backends) == 1:
-        action.cluster = _backend_cluster(model, model.backends[0])
+        action.cluster = _backend_cluster(model, model.backends[0], derived_as)
     else:
         # Weight-0 backends stay in the list: Envoy accepts 0 (no traffic) as long as the
         # total is positive, which the config model guarantees; that keeps a parked
@@ -115,7 +132,7 @@ def make_model_route(model: config.Model) -> rc_pb2.Route:
             rc_pb2.WeightedCluster(
                 clusters=[
                     rc_pb2.WeightedCluster.ClusterWeight(
-                        name=_backend_cluster(model, backend),
+                        name=_backend_cluster(model, backend, derived_as),
                         weight=int_to_uint32(backend.weight),
                     )
                     for backend in model.backends
@@ -125,16 +142,80 @@ def make_model_route(model: config.Model) -> rc_pb2.Route:
     retry_policy = make_retry_policy(model)
     if retry_policy is not None:
         action.retry_policy.CopyFrom(retry_policy)
+    return action
+
+
+def make_model_route(model: config.Model) -> rc_pb2.Route:
+    """The route for one model: header match, weighted backends, timeout and retries."""
     return rc_pb2.Route(
         name=model.name,
         match=rc_pb2.RouteMatch(prefix="/", headers=[model_header_matcher(model)]),
-        route=action,
+        route=_route_action(model, model.name),
     )
+
+
+def _residency_matcher(key: str) -> rc_pb2.HeaderMatcher:
+    return rc_pb2.HeaderMatcher(
+        name=RESIDENCY_HEADER, string_match=string_pb2.StringMatcher(exact=key)
+    )
+
+
+def make_residency_route(residency: ResidencyRoute) -> rc_pb2.Route:
+    """The model's route for one region set: only allowed clusters, or a 403 if none are."""
+    headers = [model_header_matcher(residency.model), _residency_matcher(residency.key)]
+    if residency.allowed is None:
+        return _json_error_route(
+            residency.name,
+            403,
+            _error_body(
+                f"model {residency.model.name!r} has no backend in the regions this tenant "
+                f"may use ({residency.key.replace('+', ', ')})",
+                "region_not_allowed",
+            ),
+            headers,
+        )
+    return rc_pb2.Route(
+        name=residency.name,
+        match=rc_pb2.RouteMatch(prefix="/", headers=headers),
+        route=_route_action(residency.allowed, residency.name),
+    )
+
+
+def _region_not_allowed_route(model: config.Model) -> rc_pb2.Route:
+    # Reached by a residency value with no route above (an empty region set, or extproc
+    # ahead of this table after a config change): refuse rather than serve anywhere.
+    return _json_error_route(
+        model.name + REGION_NOT_ALLOWED_SUFFIX,
+        403,
+        _error_body(
+            f"model {model.name!r} is not available in the regions this tenant may use",
+            "region_not_allowed",
+        ),
+        [
+            model_header_matcher(model),
+            rc_pb2.HeaderMatcher(name=RESIDENCY_HEADER, present_match=True),
+        ],
+    )
+
+
+def _model_routes(cfg: config.MeshConfig, model: config.Model) -> list[rc_pb2.Route]:
+    routes = [make_residency_route(r) for r in residency_routes(cfg, model)]
+    if residency_keys(cfg):
+        routes.append(_region_not_allowed_route(model))
+    routes.append(make_model_route(model))
+    return routes
 
 
 def _error_body(message: str, code: str) -> str:
     error = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
     return json.dumps(error, separators=(",", ":"))
+
+
+def _response_header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=key, value=value),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
 
 
 def _json_error_route(
@@ -146,18 +227,13 @@ def _json_error_route(
         direct_response=rc_pb2.DirectResponseAction(
             status=status, body=base_pb2.DataSource(inline_string=body)
         ),
-        response_headers_to_add=[
-            base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key="content-type", value="application/json"),
-                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-            )
-        ],
+        response_headers_to_add=[_response_header("content-type", "application/json")],
     )
 
 
 def make_route_configuration(cfg: config.MeshConfig) -> route_pb2.RouteConfiguration:
-    """The shared route table: one route per model, then the two JSON error routes."""
-    routes = [make_model_route(model) for model in cfg.models]
+    """The shared route table: the routes of each model, then the two JSON error routes."""
+    routes = [route for model in cfg.models for route in _model_routes(cfg, model)]
     routes.append(
         _json_error_route(
             MODEL_NOT_FOUND_ROUTE,
@@ -178,7 +254,7 @@ def make_route_configuration(cfg: config.MeshConfig) -> route_pb2.RouteConfigura
             [],
         )
     )
-    return route_pb2.RouteConfiguration(
-        name=ROUTE_CONFIG_NAME,
-        virtual_hosts=[rc_pb2.VirtualHost(name=VIRTUAL_HOST_NAME, domains=["*"], routes=routes)],
-    )
+    vhost = rc_pb2.VirtualHost(name=VIRTUAL_HOST_NAME, domains=["*"], routes=routes)
+    if cfg.extproc is not None:
+        vhost.request_body_buffer_limit.value = cfg.extproc.max_body_bytes
+    return route_pb2.RouteConfiguration(name=ROUTE_CONFIG_NAME, virtual_hosts=[vhost])

@@ -1,0 +1,212 @@
+"""Per-tenant budgets as reservations (DESIGN decision 8): the protocol and the memory store.
+
+A request reserves tokens (prompt estimate + ``max_tokens`` cap) before it goes upstream
+and settles to the real usage afterwards, so concurrent requests cannot all pass a check
+that only one of them fits in. The rules, shared by every store:
+
+- **Fixed windows.** Requests and tokens are counted per minute (``int(now // 60)``) and
+  tokens per UTC day (``int(now // 86400)``). A limit set to ``None`` is unlimited.
+- **reserve** admits iff, for every configured limit, the amount already used in the
+  current window is *strictly below* the limit (requests: ``count < rpm``; tokens:
+  ``used < tpm`` and ``used < tpd``). Atomically with that check it adds one request
+  and ``tokens`` to the windows. So admitted tokens never exceed a budget by more than
+  one request's reservation, and no request is refused while any budget remains. A
+  refusal adds nothing; it names the refusing limit and ``retry_after``, the seconds
+  until that window ends (when several refuse, the one that resets last, because the
+  request cannot pass before it does).
+- **settle** replaces a reservation by the real usage: it adds ``actual - reserved``
+  (possibly negative) to the token windows the reservation was counted in (its minute
+  and day, not the current ones), never below 0. A window that has already expired is
+  left alone. Calling it once per reservation is the caller's job.
+- **extend** is for a stream that runs past its reservation: the token rule of
+  ``reserve`` against the *current* windows (no request counted). It returns a
+  reservation holding the old tokens plus the new ones, moved to the current windows,
+  or ``None`` when over budget (the caller then cuts the stream). Moving is exact for
+  the settle that follows: a stream extends only once its usage passed the old
+  reservation, so any refund is at most the newest chunk, which sits in those windows.
+
+Counters are kept for every window even when its limit is unlimited, so a limit added
+by a config change applies to traffic already in flight.
+
+Errors: :class:`BudgetUnavailable` means the store cannot be reached; callers fail
+closed (HTTP 503) rather than serve an unmetered request.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from smesh.xds.config import Budgets
+
+__all__ = [
+    "DAY_S",
+    "MINUTE_S",
+    "Admission",
+    "BudgetStore",
+    "BudgetUnavailable",
+    "MemoryBudgetStore",
+    "Reservation",
+    "retry_after",
+]
+
+MINUTE_S = 60
+DAY_S = 86_400
+
+# Counter kinds: the window each one lives in and the limit that bounds it.
+_RPM, _TPM, _TPD = "requests_per_minute", "tokens_per_minute", "tokens_per_day"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Tokens held for one request, and the windows they were counted in."""
+
+    tenant: str
+    tokens: int
+    minute: int
+    day: int
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The answer to :meth:`BudgetStore.reserve`."""
+
+    admitted: bool
+    reservation: Reservation | None
+    retry_after: float = 0.0
+    limit: str = ""
+
+
+class BudgetUnavailable(Exception):
+    """The store cannot be reached: callers fail closed (HTTP 503)."""
+
+
+class BudgetStore(Protocol):
+    """Where reservations are counted; one per extproc process, shared by its threads."""
+
+    def reserve(
+        self, tenant: str, limits: Budgets, tokens: int, now: float | None = None
+    ) -> Admission: ...
+
+    def extend(
+        self, reservation: Reservation, limits: Budgets, tokens: int, now: float | None = None
+    ) -> Reservation | None: ...
+
+    def settle(self, reservation: Reservation, actual_tokens: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def retry_after(limit: str, now: float) -> float:
+    """Seconds from ``now`` until the window of ``limit`` ends."""
+    size = DAY_S if limit == _TPD else MINUTE_S
+    return (math.floor(now / size) + 1) * size - now
+
+
+def refusal(refused: list[str], now: float) -> Admission:
+    """The refusal for the limits in ``refused``: the one that resets last wins."""
+    limit = max(refused, key=lambda name: retry_after(name, now))
+    return Admission(False, None, retry_after(limit, now), limit)
+
+
+def check_tokens(tokens: int) -> None:
+    """Reject a negative reservation: it would silently refund another request's tokens."""
+    if tokens < 0:
+        raise ValueError(f"tokens must be >= 0, got {tokens}")
+
+
+class MemoryBudgetStore:
+    """Counters in a dict under one lock: exact for a single extproc process.
+
+    Keys are ``(tenant, kind, window)``; windows older than the current one are dropped
+    lazily, at most once per minute, so memory stays bounded by the active tenants.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str, int], int] = {}
+        self._pruned_minute = -1
+
+    def reserve(
+        self, tenant: str, limits: Budgets, tokens: int, now: float | None = None
+    ) -> Admission:
+        """Admit and count one request of ``tokens`` unless a window is already spent."""
+        check_tokens(tokens)
+        now = self._clock() if now is None else now
+        minute, day = int(now // MINUTE_S), int(now // DAY_S)
+        keys = {_RPM: (tenant, _RPM, minute), _TPM: (tenant, _TPM, minute)}
+        keys[_TPD] = (tenant, _TPD, day)
+        with self._lock:
+            self._prune(minute, day)
+            refused = self._refused(keys, limits)
+            if refused:
+                return refusal(refused, now)
+            self._add(keys[_RPM], 1)
+            self._add(keys[_TPM], tokens)
+            self._add(keys[_TPD], tokens)
+        return Admission(True, Reservation(tenant, tokens, minute, day))
+
+    def extend(
+        self, reservation: Reservation, limits: Budgets, tokens: int, now: float | None = None
+    ) -> Reservation | None:
+        """Add ``tokens`` to a running reservation, or ``None`` when a token budget is spent."""
+        check_tokens(tokens)
+        now = self._clock() if now is None else now
+        minute, day = int(now // MINUTE_S), int(now // DAY_S)
+        tenant = reservation.tenant
+        keys = {_TPM: (tenant, _TPM, minute), _TPD: (tenant, _TPD, day)}
+        with self._lock:
+            self._prune(minute, day)
+            if self._refused(keys, limits):
+                return None
+            self._add(keys[_TPM], tokens)
+            self._add(keys[_TPD], tokens)
+        return replace(reservation, tokens=reservation.tokens + tokens, minute=minute, day=day)
+
+    def settle(self, reservation: Reservation, actual_tokens: int) -> None:
+        """Replace the reserved tokens by ``actual_tokens`` in the reservation's windows."""
+        delta = actual_tokens - reservation.tokens
+        tenant = reservation.tenant
+        with self._lock:
+            for key in ((tenant, _TPM, reservation.minute), (tenant, _TPD, reservation.day)):
+                if key in self._counts:  # an expired window is history: leave it dropped
+                    self._counts[key] = max(0, self._counts[key] + delta)
+
+    def used(self, tenant: str, now: float | None = None) -> dict[str, int]:
+        """Current-window usage per limit name (for tests, metrics and status pages)."""
+        now = self._clock() if now is None else now
+        minute, day = int(now // MINUTE_S), int(now // DAY_S)
+        with self._lock:
+            return {
+                _RPM: self._counts.get((tenant, _RPM, minute), 0),
+                _TPM: self._counts.get((tenant, _TPM, minute), 0),
+                _TPD: self._counts.get((tenant, _TPD, day), 0),
+            }
+
+    def close(self) -> None:
+        """Nothing to release; present for the protocol."""
+
+    def _refused(self, keys: dict[str, tuple[str, str, int]], limits: Budgets) -> list[str]:
+        refused = []
+        for name, key in keys.items():
+            limit: int | None = getattr(limits, name)
+            if limit is not None and self._counts.get(key, 0) >= limit:
+                refused.append(name)
+        return refused
+
+    def _add(self, key: tuple[str, str, int], amount: int) -> None:
+        self._counts[key] = self._counts.get(key, 0) + amount
+
+    def _prune(self, minute: int, day: int) -> None:
+        if minute == self._pruned_minute:
+            return
+        self._pruned_minute = minute
+        for key in list(self._counts):
+            _, kind, window = key
+            if window < (day if kind == _TPD else minute):
+                del self._counts[key]

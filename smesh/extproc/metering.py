@@ -1,0 +1,217 @@
+"""Token usage from upstream answers, and the streaming rewrite that meters SSE.
+
+Why: budgets are reservations settled to the upstream's reported usage (DESIGN 8, 9).
+A JSON answer carries ``usage``; a stream carries it only in a final usage-only chunk,
+and only when the request set ``stream_options.include_usage``. So extproc forces that
+option on every streaming request (:func:`prepare_stream_request`) and
+:class:`StreamMeter` drops the extra chunk again for clients that did not ask for it.
+While the stream runs, the meter also counts completion tokens seen so far, so the
+caller can cut a stream that would overrun its budget with a final SSE error event
+(:meth:`StreamMeter.cut`) instead of letting it finish.
+
+Everything except the dropped usage chunk passes through byte-for-byte, in whole
+events: a partial event is held back until the chunk that completes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from smesh.extproc.sse import SseSplitter, event_data, format_event
+from smesh.extproc.tokens import TokenCounter
+from smesh.xds.config import Price
+
+__all__ = [
+    "DONE_EVENT",
+    "StreamMeter",
+    "Usage",
+    "cost",
+    "prepare_stream_request",
+    "usage_from_json",
+]
+
+DONE_EVENT = b"data: [DONE]\n\n"
+_DONE = b"[DONE]"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens one answer used, as the upstream reported them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+def _count(value: object) -> int | None:
+    """A token count: a non-negative int (``bool`` is not a count)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _usage(value: object) -> Usage | None:
+    """An OpenAI ``usage`` object; a missing ``completion_tokens`` (embeddings) is 0."""
+    if not isinstance(value, Mapping):
+        return None
+    prompt = _count(value.get("prompt_tokens"))
+    raw_completion = value.get("completion_tokens")
+    completion = 0 if raw_completion is None else _count(raw_completion)
+    if prompt is None or completion is None:
+        return None
+    return Usage(prompt, completion)
+
+
+def usage_from_json(body: bytes) -> Usage | None:
+    """Usage of a JSON answer (chat, completions, embeddings); ``None`` if absent or invalid.
+
+    Never raises: a body that is not JSON (an upstream HTML error page) is ``None``.
+    """
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return _usage(answer.get("usage")) if isinstance(answer, dict) else None
+
+
+def prepare_stream_request(body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Force ``stream_options.include_usage`` on a streaming request.
+
+    Returns a new body (``body`` is not changed) and whether the client asked for the
+    usage chunk itself. Non-streaming requests, and ones whose ``stream_options`` is
+    malformed, come back unchanged so the upstream answers them as it would have.
+    """
+    new_body = dict(body)
+    if body.get("stream") is not True:
+        return new_body, False
+    options = body.get("stream_options")
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        return new_body, False
+    wanted = options.get("include_usage", False)
+    if not isinstance(wanted, bool):
+        return new_body, False
+    new_body["stream_options"] = {**options, "include_usage": True}
+    return new_body, wanted
+
+
+def cost(usage: Usage, price: Price) -> float:
+    """What ``usage`` costs at the catalog ``price``."""
+    return price.cost(usage.prompt_tokens, usage.completion_tokens)
+
+
+def _choice_texts(choices: list[Any]) -> list[str]:
+    """The generated text pieces in a chunk's ``choices`` (chat deltas or completions)."""
+    texts: list[str] = []
+    for choice in choices:
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            for key in ("content", "reasoning_content"):
+                text = delta.get(key)
+                if isinstance(text, str) and text:
+                    texts.append(text)
+        else:
+            text = choice.get("text")
+            if isinstance(text, str) and text:
+                texts.append(text)
+    return texts
+
+
+class StreamMeter:
+    """Meter one streamed (SSE) answer and rewrite it for the client.
+
+    ``feed`` every upstream body chunk; send what it returns in its place. ``usage``
+    is set once the upstream's usage chunk has passed; ``completion_tokens_seen``
+    grows with every content delta (counted with ``counter``, or one per delta
+    without one) so a caller can enforce a budget mid-stream.
+    """
+
+    __slots__ = (
+        "_client_wants_usage",
+        "_counter",
+        "_cut",
+        "_splitter",
+        "completion_tokens_seen",
+        "done",
+        "usage",
+    )
+
+    def __init__(self, client_wants_usage: bool, counter: TokenCounter | None = None) -> None:
+        self._client_wants_usage = client_wants_usage
+        self._counter = counter
+        self._splitter = SseSplitter()
+        self._cut = False
+        self.usage: Usage | None = None
+        self.completion_tokens_seen = 0
+        self.done = False  # the upstream's ``data: [DONE]`` has passed
+
+    @property
+    def is_cut(self) -> bool:
+        """Whether :meth:`cut` ended the stream."""
+        return self._cut
+
+    def feed(self, chunk: bytes, end_of_stream: bool) -> bytes:
+        """The bytes to send the client instead of ``chunk`` (whole events only)."""
+        if self._cut:
+            return b""
+        events = self._splitter.feed(chunk)
+        if end_of_stream:
+            rest = self._splitter.flush()
+            if rest:
+                events.append(rest)
+        kept = [event for event in events if self._keep(event)]
+        if len(kept) == 1:
+            return kept[0]
+        return b"".join(kept)
+
+    def _keep(self, event: bytes) -> bool:
+        """Record what ``event`` tells; say whether the client gets it."""
+        data = event_data(event)
+        if data is None:
+            return True
+        if data == _DONE:
+            self.done = True
+            return True
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return True
+        if not isinstance(chunk, dict):
+            return True
+        choices = chunk.get("choices")
+        raw_usage = chunk.get("usage")
+        if raw_usage is not None:
+            self.usage = _usage(raw_usage) or self.usage
+        if isinstance(choices, list) and choices:
+            for text in _choice_texts(choices):
+                counter = self._counter
+                self.completion_tokens_seen += 1 if counter is None else counter.count(text)
+            return True
+        usage_only = choices == [] and isinstance(raw_usage, dict)
+        return self._client_wants_usage or not usage_only
+
+    def cut(
+        self, message: str, code: str = "budget_exceeded", *, type_: str = "rate_limit_error"
+    ) -> bytes:
+        """End the stream now: the final SSE error event and ``[DONE]``.
+
+        Whatever the upstream sends afterwards (and any partial event held back) is
+        dropped: :meth:`feed` returns ``b""`` from here on. A second call returns ``b""``.
+        """
+        if self._cut:
+            return b""
+        self._cut = True
+        self._splitter.flush()
+        error = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+        return format_event(orjson.dumps(error)) + DONE_EVENT

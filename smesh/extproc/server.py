@@ -1,0 +1,169 @@
+"""``smesh extproc``: the ext_proc gRPC server process(es).
+
+Server model (measured, FINDINGS.md): a sync grpcio server with a thread pool beat
+grpc.aio by 20-40 % on buffered exchanges, so that is the default. A sync server holds a
+thread for each open stream, so the pool is sized for the concurrent requests one worker
+serves (SSE answers hold their thread for the whole generation). Several worker
+processes share the port (SO_REUSEPORT) to use more than one core; they then need a
+shared budget store (Redis).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from prometheus_client import start_http_server
+
+from smesh.extproc.budget import BudgetStore, MemoryBudgetStore
+from smesh.extproc.policy import FilePolicySource, PolicySource
+from smesh.extproc.processor import Processor
+from smesh.extproc.servicer import ExternalProcessorService
+from smesh.extproc.telemetry import Telemetry
+from smesh.xds.config import BudgetStore as BudgetStoreConfig
+from smesh.xds.loader import load_config
+
+__all__ = ["ExtProcSettings", "make_budget_store", "make_server", "run_extproc"]
+
+log = logging.getLogger(__name__)
+
+_OPTIONS = [
+    ("grpc.so_reuseport", 1),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
+
+
+@dataclass(frozen=True)
+class ExtProcSettings:
+    config: Path
+    address: str = "127.0.0.1"
+    port: int = 18080
+    workers: int = 1
+    threads: int = 256
+    metrics_port: int | None = None  # worker i serves Prometheus on metrics_port + i
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+def make_budget_store(config: BudgetStoreConfig) -> BudgetStore:
+    if config.kind == "redis":
+        from smesh.extproc.redis_budget import RedisBudgetStore  # noqa: PLC0415 (optional dep)
+
+        return RedisBudgetStore(config.url)
+    return MemoryBudgetStore()
+
+
+def make_server(
+    policy: PolicySource,
+    budgets: BudgetStore,
+    telemetry: Telemetry,
+    address: str,
+    threads: int = 256,
+    credentials: grpc.ServerCredentials | None = None,
+) -> tuple[grpc.Server, int]:
+    """A started ext_proc server; ``address`` port 0 picks one (returned)."""
+
+    def new_processor() -> Processor:
+        return Processor(policy=policy.current(), budgets=budgets, telemetry=telemetry)
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="extproc"),
+        options=_OPTIONS,
+        maximum_concurrent_rpcs=threads,
+    )
+    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessorService(new_processor), server)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
+    server.start()
+    return server, port
+
+
+def _credentials(settings: ExtProcSettings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())]
+    )
+
+
+def _serve_one(settings: ExtProcSettings, index: int) -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    config = load_config(settings.config)
+    assert config.extproc is not None
+    readers = []
+    if settings.metrics_port is not None:
+        readers.append(PrometheusMetricReader())
+        start_http_server(settings.metrics_port + index, addr=settings.address)
+    telemetry = Telemetry(readers)
+    policy = FilePolicySource(settings.config)
+    budgets = make_budget_store(config.extproc.budget_store)
+    server, port = make_server(
+        policy,
+        budgets,
+        telemetry,
+        f"{settings.address}:{settings.port}",
+        settings.threads,
+        _credentials(settings),
+    )
+    print(f"smesh-extproc worker {index} on {settings.address}:{port}", flush=True)
+    stop.wait()
+    server.stop(grace=2).wait()
+    policy.close()
+    budgets.close()
+    telemetry.shutdown()
+
+
+def run_extproc(settings: ExtProcSettings) -> int:
+    """Serve until SIGINT/SIGTERM; 1 on a config that cannot run."""
+    config = load_config(settings.config)
+    if config.extproc is None:
+        print(f"{settings.config}: no extproc section", flush=True)
+        return 1
+    budgeted = any(
+        t.budgets.requests_per_minute or t.budgets.tokens_per_minute or t.budgets.tokens_per_day
+        for t in config.tenants
+    )
+    if settings.workers > 1 and config.extproc.budget_store.kind == "memory" and budgeted:
+        print(
+            f"{settings.config}: extproc.budget_store: --workers {settings.workers} needs "
+            "kind: redis (memory budgets would be per process)",
+            flush=True,
+        )
+        return 1
+    if settings.workers == 1:
+        _serve_one(settings, 0)
+        return 0
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_serve_one, args=(settings, i), daemon=True)
+        for i in range(settings.workers)
+    ]
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    for worker in workers:
+        worker.start()
+    while not stop.wait(0.5):
+        if not all(w.is_alive() for w in workers):
+            log.error("an extproc worker died; stopping")
+            break
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join(5)
+    return 0

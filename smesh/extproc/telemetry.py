@@ -1,0 +1,163 @@
+"""Metrics, spans and the audit record for each request — never prompt or answer text.
+
+OpenTelemetry GenAI names (``gen_ai.client.token.usage``, ``gen_ai.server.request.duration``,
+``gen_ai.server.time_to_first_token``) with ``tenant``/``model`` attributes, plus the
+gateway's own overhead. Spans join the client's/Envoy's ``traceparent``. Readers and
+providers are injected: the process wires a Prometheus reader, tests an in-memory one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from smesh.extproc.metering import Usage
+
+__all__ = ["RequestRecord", "Telemetry"]
+
+audit_log = logging.getLogger("smesh.audit")
+_PROPAGATOR = TraceContextTextMapPropagator()
+_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+_SECONDS_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    tenant: str
+    model: str
+    endpoint: str
+    status: int
+    usage: Usage | None
+    cost: float
+    duration_s: float
+    ttft_s: float | None
+    overhead_s: float
+    streamed: bool
+    traceparent: str
+
+
+class Telemetry:
+    """Everything extproc reports about requests."""
+
+    def __init__(
+        self,
+        readers: Sequence[MetricReader] = (),
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        self.meter_provider = MeterProvider(metric_readers=list(readers))
+        meter = self.meter_provider.get_meter("smesh.extproc")
+        self._tokens = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Tokens by type",
+            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
+        )
+        self._duration = meter.create_histogram(
+            "gen_ai.server.request.duration",
+            unit="s",
+            description="Request duration",
+            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+        )
+        self._ttft = meter.create_histogram(
+            "gen_ai.server.time_to_first_token",
+            unit="s",
+            description="Time to first byte",
+            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+        )
+        self._overhead = meter.create_histogram(
+            "smesh.extproc.overhead",
+            unit="s",
+            description="Time spent in extproc",
+            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+        )
+        self._cost = meter.create_counter("smesh.cost", description="Catalog cost")
+        self._refusals = meter.create_counter("smesh.refusals", description="Refused requests")
+        self._tracer = (tracer_provider or TracerProvider()).get_tracer("smesh.extproc")
+
+    def refused(self, tenant: str, status: int, code: str) -> None:
+        self._refusals.add(1, {"tenant": tenant, "http.response.status_code": status, "code": code})
+        audit_log.info(
+            "%s",
+            orjson.dumps(
+                {"event": "refused", "tenant": tenant, "status": status, "code": code}
+            ).decode(),
+        )
+
+    def record(self, r: RequestRecord) -> None:
+        attrs = {"tenant": r.tenant, "gen_ai.request.model": r.model}
+        if r.usage is not None:
+            self._tokens.record(r.usage.prompt_tokens, {**attrs, "gen_ai.token.type": "input"})
+            self._tokens.record(r.usage.completion_tokens, {**attrs, "gen_ai.token.type": "output"})
+            self._cost.add(r.cost, attrs)
+        self._duration.record(r.duration_s, {**attrs, "http.response.status_code": r.status})
+        if r.ttft_s is not None:
+            self._ttft.record(r.ttft_s, attrs)
+        self._overhead.record(r.overhead_s, attrs)
+        trace_id = self._span(r)
+        audit_log.info(
+            "%s",
+            orjson.dumps(
+                {
+                    "event": "request",
+                    "tenant": r.tenant,
+                    "model": r.model,
+                    "endpoint": r.endpoint,
+                    "status": r.status,
+                    "prompt_tokens": r.usage.prompt_tokens if r.usage else None,
+                    "completion_tokens": r.usage.completion_tokens if r.usage else None,
+                    "cost": round(r.cost, 8),
+                    "duration_ms": round(r.duration_s * 1000, 2),
+                    "overhead_ms": round(r.overhead_s * 1000, 3),
+                    "stream": r.streamed,
+                    "trace_id": trace_id,
+                }
+            ).decode(),
+        )
+
+    def _span(self, r: RequestRecord) -> str:
+        parent = _PROPAGATOR.extract({"traceparent": r.traceparent}) if r.traceparent else None
+        end = time.time_ns()
+        start = end - int(r.duration_s * 1e9)
+        span = self._tracer.start_span(
+            f"smesh.extproc {r.endpoint}", context=parent, kind=SpanKind.SERVER, start_time=start
+        )
+        span.set_attributes(
+            {
+                "tenant": r.tenant,
+                "gen_ai.request.model": r.model,
+                "http.response.status_code": r.status,
+                "gen_ai.usage.input_tokens": r.usage.prompt_tokens if r.usage else 0,
+                "gen_ai.usage.output_tokens": r.usage.completion_tokens if r.usage else 0,
+            }
+        )
+        span.end(end_time=end)
+        return format(span.get_span_context().trace_id, "032x")
+
+    def shutdown(self) -> None:
+        self.meter_provider.shutdown()

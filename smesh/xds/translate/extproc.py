@@ -1,0 +1,175 @@
+"""ext_proc translation: the ``extproc`` config section → the HTTP filter and its cluster.
+
+Envoy calls extproc inline on one gRPC stream per HTTP request (DESIGN decisions 4-5):
+request headers and the buffered request body go out (tenant, model routing, guards),
+then response headers and the buffered response body (usage, redaction); extproc switches
+the response body to STREAMED for SSE per request, which needs ``allow_mode_override``.
+Defaults that were measured to break are raised here: the 200 ms ``message_timeout``, the
+4 MiB gRPC message cap (a buffered body travels in one message) and the cluster's 1,024
+concurrent-request circuit breaker (every HTTP request holds one gRPC stream open).
+
+The request body limit itself (``max_body_bytes``, 413 past it) is not on this filter:
+Envoy buffers against the stream's buffer limit, which the route table sets per virtual
+host (see :mod:`smesh.xds.translate.routes`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, grpc_service_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+from smesh.xds import config
+from smesh.xds.resources import EXTPROC_CLUSTER, JWT_FILTER
+from smesh.xds.translate._convert import int_to_uint32, message_to_any, seconds_to_duration
+from smesh.xds.translate.clusters import HTTP_PROTOCOL_OPTIONS
+
+__all__ = [
+    "EXTPROC_CONNECT_TIMEOUT_S",
+    "EXTPROC_MAX_CONNECTIONS",
+    "EXTPROC_MAX_REQUESTS",
+    "EXT_PROC_FILTER",
+    "MAX_GRPC_MESSAGE_BYTES",
+    "MAX_MESSAGE_TIMEOUT_S",
+    "make_ext_proc_filter",
+    "make_extproc_cluster",
+    "make_processing_mode",
+]
+
+EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
+
+# A buffered body travels in one gRPC message; the config caps bodies at 64 MiB, so the
+# message cap (default 4 MiB) must be at least that plus the envelope.
+MAX_GRPC_MESSAGE_BYTES = 64 << 20 | 64 << 10
+# The most a processor may ask for with an ``override_message_timeout`` (e.g. while a
+# slow guard runs); without it Envoy ignores the override.
+MAX_MESSAGE_TIMEOUT_S = 30.0
+EXTPROC_CONNECT_TIMEOUT_S = 1.0
+# Every HTTP request holds one gRPC stream (an HTTP/2 request to this cluster) open for
+# its whole life, SSE included: the default 1,024 concurrent requests ran out under load.
+EXTPROC_MAX_REQUESTS = 1_000_000
+EXTPROC_MAX_CONNECTIONS = 1024
+# HTTP/2 PINGs on idle connections: a silently dead extproc is noticed in seconds, not at
+# the next request.
+KEEPALIVE_INTERVAL_S = 30.0
+KEEPALIVE_TIMEOUT_S = 5.0
+
+_SEND = processing_mode_pb2.ProcessingMode.SEND
+_BUFFERED = processing_mode_pb2.ProcessingMode.BUFFERED
+
+
+def make_processing_mode() -> processing_mode_pb2.ProcessingMode:
+    """Headers sent, bodies buffered, both directions; trailers skipped."""
+    return processing_mode_pb2.ProcessingMode(
+        request_header_mode=_SEND,
+        request_body_mode=_BUFFERED,
+        request_trailer_mode=processing_mode_pb2.ProcessingMode.SKIP,
+        response_header_mode=_SEND,
+        response_body_mode=_BUFFERED,
+        response_trailer_mode=processing_mode_pb2.ProcessingMode.SKIP,
+    )
+
+
+def make_ext_proc_filter(ext: config.ExtProc) -> hcm_pb2.HttpFilter:
+    """The ext_proc HTTP filter: gRPC to EXTPROC_CLUSTER, fail closed unless configured."""
+    processor = ext_proc_pb2.ExternalProcessor(
+        grpc_service=grpc_service_pb2.GrpcService(
+            envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(
+                cluster_name=EXTPROC_CLUSTER,
+                max_receive_message_length=int_to_uint32(MAX_GRPC_MESSAGE_BYTES),
+            ),
+            timeout=seconds_to_duration(float(__import__("os").environ.get("GRPCTO", "0")))
+            if __import__("os").environ.get("GRPCTO")
+            else None,
+        ),
+        processing_mode=make_processing_mode(),
+        allow_mode_override=True,
+        failure_mode_allow=ext.failure_mode_allow,
+        message_timeout=seconds_to_duration(ext.message_timeout),
+        max_message_timeout=seconds_to_duration(max(MAX_MESSAGE_TIMEOUT_S, ext.message_timeout)),
+        # The payload jwt_authn verified (under JWT_PAYLOAD_KEY) reaches extproc as
+        # metadata; extproc never parses a token itself.
+        metadata_options=ext_proc_pb2.MetadataOptions(
+            forwarding_namespaces=ext_proc_pb2.MetadataOptions.MetadataNamespaces(
+                untyped=[JWT_FILTER]
+            )
+        ),
+    )
+    return hcm_pb2.HttpFilter(name=EXT_PROC_FILTER, typed_config=message_to_any(processor))
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def make_extproc_cluster(ext: config.ExtProc) -> cluster_pb2.Cluster:
+    """The extproc cluster: HTTP/2 to ``address:port``, inline endpoints, wide breakers.
+
+    STATIC for an IP address (no EDS); STRICT_DNS for a host name (a Kubernetes Service),
+    which Envoy re-resolves. Neither waits for a ClusterLoadAssignment over ADS.
+    """
+    http2 = protocol_pb2.Http2ProtocolOptions(
+        connection_keepalive=protocol_pb2.KeepaliveSettings(
+            interval=seconds_to_duration(KEEPALIVE_INTERVAL_S),
+            timeout=seconds_to_duration(KEEPALIVE_TIMEOUT_S),
+        )
+    )
+    options = http_protocol_options_pb2.HttpProtocolOptions(
+        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+            http2_protocol_options=http2
+        )
+    )
+    cluster = cluster_pb2.Cluster(
+        name=EXTPROC_CLUSTER,
+        type=cluster_pb2.Cluster.STATIC if _is_ip(ext.address) else cluster_pb2.Cluster.STRICT_DNS,
+        connect_timeout=seconds_to_duration(EXTPROC_CONNECT_TIMEOUT_S),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=EXTPROC_CLUSTER,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        endpoint_components_pb2.LbEndpoint(
+                            endpoint=endpoint_components_pb2.Endpoint(
+                                address=address_pb2.Address(
+                                    socket_address=address_pb2.SocketAddress(
+                                        address=ext.address, port_value=ext.port
+                                    )
+                                )
+                            )
+                        )
+                    ]
+                )
+            ],
+        ),
+        circuit_breakers=circuit_breaker_pb2.CircuitBreakers(
+            thresholds=[
+                circuit_breaker_pb2.CircuitBreakers.Thresholds(
+                    priority=priority,
+                    max_connections=int_to_uint32(EXTPROC_MAX_CONNECTIONS),
+                    max_pending_requests=int_to_uint32(EXTPROC_MAX_REQUESTS),
+                    max_requests=int_to_uint32(EXTPROC_MAX_REQUESTS),
+                    # gRPC streams to extproc are never retried by Envoy.
+                    max_retries=int_to_uint32(0),
+                )
+                for priority in (base_pb2.DEFAULT, base_pb2.HIGH)
+            ]
+        ),
+        upstream_connection_options=cluster_pb2.UpstreamConnectionOptions(
+            tcp_keepalive=address_pb2.TcpKeepalive()
+        ),
+    )
+    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(
+        message_to_any(options)
+    )
+    return cluster
