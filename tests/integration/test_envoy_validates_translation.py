@@ -8,6 +8,7 @@ load assignment inline (that static conversion is a test concern, not package co
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import shutil
@@ -114,9 +115,10 @@ def _static_bootstrap(resources: dict[str, dict[str, Message]]) -> dict[str, Any
     clusters = []
     for name, cluster in resources[CLUSTER].items():
         rendered = _to_dict(cluster)
-        del rendered["edsClusterConfig"]
-        rendered["type"] = "STATIC"
-        rendered["loadAssignment"] = _to_dict(resources[ENDPOINT][name])
+        if "edsClusterConfig" in rendered:  # the extproc cluster has its endpoints inline
+            del rendered["edsClusterConfig"]
+            rendered["type"] = "STATIC"
+            rendered["loadAssignment"] = _to_dict(resources[ENDPOINT][name])
         clusters.append(rendered)
     return {
         "node": {"id": "validate", "cluster": "smesh"},
@@ -211,4 +213,52 @@ def test_envoy_accepts_upstream_tls(tmp_path: Path) -> None:
     )
     assert config.check_references(cfg) == []
     result = _validate(_static_bootstrap(translate(cfg)), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _jwks() -> str:
+    """A real JWKS document: the public half of a fresh RSA key (needs ``cryptography``)."""
+    pytest.importorskip("cryptography", reason="a JWKS needs the cryptography package")
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+
+    numbers = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    public = numbers.public_numbers()
+
+    def b64(value: int) -> str:
+        raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    key = {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": "k1", "n": b64(public.n)}
+    key["e"] = b64(public.e)
+    return json.dumps({"keys": [key]})
+
+
+def _gateway_config(jwt: dict[str, Any]) -> config.MeshConfig:
+    """Every feature, plus extproc, JWT tenants and residency-restricted tenants."""
+    document = _every_feature_config().model_dump(mode="json", exclude_defaults=True)
+    document["extproc"] = {"address": "127.0.0.1", "port": 18080, "max_body_bytes": 4 << 20}
+    document["jwt"] = {"issuer": "https://idp.example", "audiences": ["smesh"], **jwt}
+    document["tenants"] = [
+        {"name": "eu-bank", "regions": ["eu-west", "eu-central"]},
+        {"name": "eu-west-only", "regions": ["eu-west"]},
+        {"name": "open"},
+    ]
+    cfg = config.MeshConfig.model_validate(document)
+    assert config.check_references(cfg) == []
+    return cfg
+
+
+@pytest.mark.parametrize("jwks_source", ["inline", "file"])
+def test_envoy_accepts_extproc_jwt_and_residency(tmp_path: Path, jwks_source: str) -> None:
+    """Envoy validates jwt_authn (inline or file JWKS), ext_proc, its cluster, residency routes."""
+    jwks = _jwks()
+    if jwks_source == "file":
+        (tmp_path / "jwks.json").write_text(jwks)
+        jwt: dict[str, Any] = {"jwks_file": str(tmp_path / "jwks.json")}
+    else:
+        jwt = {"jwks": jwks}
+    resources = translate(_gateway_config(jwt))
+    assert "smesh_extproc" in resources[CLUSTER]
+    assert any("~eu-central+eu-west" in name for name in resources[CLUSTER])
+    result = _validate(_static_bootstrap(resources), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

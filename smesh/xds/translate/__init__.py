@@ -24,7 +24,11 @@ from smesh.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ROUTE_CONFIG
 from smesh.xds.translate._errors import TranslateError
 from smesh.xds.translate.clusters import make_cluster, make_clusters
 from smesh.xds.translate.endpoints import make_load_assignments, resolve_endpoints
-from smesh.xds.translate.extproc import make_ext_proc_filter, make_extproc_cluster
+from smesh.xds.translate.extproc import (
+    make_body_limit_filter,
+    make_ext_proc_filter,
+    make_extproc_cluster,
+)
 from smesh.xds.translate.jwt import make_jwt_filter
 from smesh.xds.translate.listener import make_listener
 from smesh.xds.translate.local_reply import make_local_reply_config
@@ -32,6 +36,7 @@ from smesh.xds.translate.routes import make_route_configuration
 
 __all__ = [
     "TranslateError",
+    "make_body_limit_filter",
     "make_cluster",
     "make_clusters",
     "make_ext_proc_filter",
@@ -48,11 +53,12 @@ __all__ = [
 
 
 def make_http_filters(cfg: config.MeshConfig) -> list[hcm_pb2.HttpFilter]:
-    """The filters ahead of the router, in order: jwt_authn (verifies), ext_proc (decides)."""
+    """The filters ahead of the router: jwt_authn (verifies), buffer (413), ext_proc (decides)."""
     filters = []
     if cfg.jwt is not None:
         filters.append(make_jwt_filter(cfg.jwt))
     if cfg.extproc is not None:
+        filters.append(make_body_limit_filter(cfg.extproc))
         filters.append(make_ext_proc_filter(cfg.extproc))
     return filters
 

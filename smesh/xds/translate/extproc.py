@@ -8,9 +8,17 @@ Defaults that were measured to break are raised here: the 200 ms ``message_timeo
 4 MiB gRPC message cap (a buffered body travels in one message) and the cluster's 1,024
 concurrent-request circuit breaker (every HTTP request holds one gRPC stream open).
 
-The request body limit itself (``max_body_bytes``, 413 past it) is not on this filter:
-Envoy buffers against the stream's buffer limit, which the route table sets per virtual
-host (see :mod:`smesh.xds.translate.routes`).
+The request body limit (``max_body_bytes``, 413 past it) is a buffer filter ahead of
+ext_proc (:func:`make_body_limit_filter`). Measured with Envoy 1.40: the buffer filter
+sets the stream's buffer limit to exactly its ``max_request_bytes``, lower or higher than
+the listener's 1 MiB default, and Envoy answers 413 as soon as the body passes it. A
+route or virtual host ``request_body_buffer_limit`` only *raised* the limit (a 100 KB
+body passed a 64 KiB setting). The stream limit is shared by both directions, so a
+BUFFERED response body is held to the same size (Envoy answers 500 past it).
+
+No ``grpc_service.timeout`` is set: measured, it does not bound the ext_proc stream (a
+1 s value let a 3 s request through all four phases), and were a later Envoy to apply it
+to the whole stream it would cut long SSE answers. ``message_timeout`` bounds each reply.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import ipaddress
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, grpc_service_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -32,18 +41,21 @@ from smesh.xds.translate._convert import int_to_uint32, message_to_any, seconds_
 from smesh.xds.translate.clusters import HTTP_PROTOCOL_OPTIONS
 
 __all__ = [
+    "BUFFER_FILTER",
     "EXTPROC_CONNECT_TIMEOUT_S",
     "EXTPROC_MAX_CONNECTIONS",
     "EXTPROC_MAX_REQUESTS",
     "EXT_PROC_FILTER",
     "MAX_GRPC_MESSAGE_BYTES",
     "MAX_MESSAGE_TIMEOUT_S",
+    "make_body_limit_filter",
     "make_ext_proc_filter",
     "make_extproc_cluster",
     "make_processing_mode",
 ]
 
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
+BUFFER_FILTER = "envoy.filters.http.buffer"
 
 # A buffered body travels in one gRPC message; the config caps bodies at 64 MiB, so the
 # message cap (default 4 MiB) must be at least that plus the envelope.
@@ -85,9 +97,6 @@ def make_ext_proc_filter(ext: config.ExtProc) -> hcm_pb2.HttpFilter:
                 cluster_name=EXTPROC_CLUSTER,
                 max_receive_message_length=int_to_uint32(MAX_GRPC_MESSAGE_BYTES),
             ),
-            timeout=seconds_to_duration(float(__import__("os").environ.get("GRPCTO", "0")))
-            if __import__("os").environ.get("GRPCTO")
-            else None,
         ),
         processing_mode=make_processing_mode(),
         allow_mode_override=True,
@@ -103,6 +112,13 @@ def make_ext_proc_filter(ext: config.ExtProc) -> hcm_pb2.HttpFilter:
         ),
     )
     return hcm_pb2.HttpFilter(name=EXT_PROC_FILTER, typed_config=message_to_any(processor))
+
+
+def make_body_limit_filter(ext: config.ExtProc) -> hcm_pb2.HttpFilter:
+    """A buffer filter holding request bodies to ``max_body_bytes``: 413 past it, never a hang."""
+    limit = buffer_pb2.Buffer()
+    limit.max_request_bytes.value = ext.max_body_bytes
+    return hcm_pb2.HttpFilter(name=BUFFER_FILTER, typed_config=message_to_any(limit))
 
 
 def _is_ip(address: str) -> bool:

@@ -9,9 +9,11 @@ healthy upstream``), which names no tenant and no prompt.
 
 Envoy routes *every* local reply through these mappers, including the ones that already
 carry our JSON: the route table's ``direct_response`` errors and extproc's
-ImmediateResponses. Both add the response header :data:`ERROR_HEADER`, and each mapper
-matches only replies without it. The access-log ``header_filter`` looks at *request*
-headers, so the test on the reply's own headers is a CEL ``extension_filter``. There is
+ImmediateResponses. extproc adds the response header :data:`ERROR_HEADER` to each of
+its replies, and Envoy marks a route's direct response with the response code details
+``direct_response``; each mapper matches only replies with neither. The access-log
+``header_filter`` looks at *request* headers, so the test on the reply itself is a CEL
+``extension_filter`` (``response.headers``, ``response.code_details``). There is
 no catch-all ``body_format``: a reply that no mapper matches is left exactly as it was.
 """
 
@@ -50,18 +52,22 @@ _RUNTIME_PREFIX = "smesh.local_reply"
 LOCAL_REPLY_ERRORS: tuple[tuple[int | None, str, str], ...] = (
     (401, "authentication_error", "invalid_token"),
     (413, "invalid_request_error", "request_too_large"),
-    (503, "service_unavailable", "no_healthy_upstream"),
+    (500, "api_error", "gateway_error"),
+    (503, "service_unavailable", "upstream_unavailable"),
     (504, "timeout", "upstream_timeout"),
     (None, "api_error", "gateway_error"),
 )
+# Envoy's reply text is the message, except for a 500: an ext_proc failure has an empty
+# body, and any 500 text would say nothing more to a client.
+INTERNAL_ERROR_MESSAGE = "internal gateway error"
 
 
 def make_error_body_format(
-    error_type: str, code: str
+    error_type: str, code: str, message: str = "%LOCAL_REPLY_BODY%"
 ) -> substitution_format_string_pb2.SubstitutionFormatString:
-    """The JSON error body; ``message`` is Envoy's own reply text."""
+    """The JSON error body; ``message`` is Envoy's own reply text unless given."""
     body = struct_pb2.Struct()
-    body.update({"error": {"message": "%LOCAL_REPLY_BODY%", "type": error_type, "code": code}})
+    body.update({"error": {"message": message, "type": error_type, "code": code}})
     # json_format also sets content-type: application/json.
     return substitution_format_string_pb2.SubstitutionFormatString(json_format=body)
 
@@ -103,7 +109,11 @@ def _mapper(status: int | None, error_type: str, code: str) -> hcm_pb2.ResponseM
         filter=accesslog_pb2.AccessLogFilter(
             and_filter=accesslog_pb2.AndFilter(filters=[status_filter, not_our_reply_filter()])
         ),
-        body_format_override=make_error_body_format(error_type, code),
+        body_format_override=(
+            make_error_body_format(error_type, code, INTERNAL_ERROR_MESSAGE)
+            if status == 500
+            else make_error_body_format(error_type, code)
+        ),
     )
 
 

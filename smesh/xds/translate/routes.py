@@ -13,9 +13,6 @@ model's route, one route per region set that also matches
 :data:`~smesh.xds.resources.RESIDENCY_HEADER` and reaches only that set's clusters (403
 when there are none), then a route that refuses any other residency value: a request
 that carries the header never falls through to the unrestricted route.
-
-With extproc, the virtual host carries the request body limit (``max_body_bytes``):
-ext_proc buffers the body against it and Envoy answers 413 past it.
 """
 
 from __future__ import annotations
@@ -254,7 +251,7 @@ def make_route_configuration(cfg: config.MeshConfig) -> route_pb2.RouteConfigura
             [],
         )
     )
-    vhost = rc_pb2.VirtualHost(name=VIRTUAL_HOST_NAME, domains=["*"], routes=routes)
-    if cfg.extproc is not None:
-        vhost.request_body_buffer_limit.value = cfg.extproc.max_body_bytes
-    return route_pb2.RouteConfiguration(name=ROUTE_CONFIG_NAME, virtual_hosts=[vhost])
+    return route_pb2.RouteConfiguration(
+        name=ROUTE_CONFIG_NAME,
+        virtual_hosts=[rc_pb2.VirtualHost(name=VIRTUAL_HOST_NAME, domains=["*"], routes=routes)],
+    )
