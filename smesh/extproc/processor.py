@@ -26,13 +26,12 @@ from smesh.extproc.policy import Policy
 from smesh.extproc.telemetry import RequestRecord, Telemetry
 from smesh.extproc.tokens import estimate_prompt_tokens, load_counter
 from smesh.xds.config import Model, Tenant
-from smesh.xds.resources import MODEL_HEADER, RESIDENCY_HEADER, TENANT_HEADER
+from smesh.xds.resources import ERROR_HEADER, MODEL_HEADER, RESIDENCY_HEADER, TENANT_HEADER
 
 __all__ = ["Continue", "Decision", "Processor", "Reply"]
 
 log = logging.getLogger(__name__)
 
-ERROR_HEADER = "x-smesh-error"  # marks our own refusals so Envoy's local-reply mapper keeps them
 OVERHEAD_HEADER = "x-smesh-overhead-ms"
 # Client-supplied copies of the headers the route table trusts are always replaced/removed.
 _TRUSTED = (MODEL_HEADER, TENANT_HEADER, RESIDENCY_HEADER)
@@ -193,6 +192,10 @@ class Processor:
         changed = False
         if request.model != model.name:
             body = {**body, "model": model.name}  # aliases reach the server as its own name
+            changed = True
+        if self.spec.completes and request.max_tokens is None:
+            # The reservation assumed the model's cap: make the server honour it too.
+            body = {**body, "max_tokens": model.max_tokens}
             changed = True
         if request.stream:
             body, wants_usage = prepare_stream_request(body)

@@ -10,6 +10,7 @@ __all__ = [
     "ADS_ORDER",
     "CLUSTER",
     "ENDPOINT",
+    "ERROR_HEADER",
     "EXTPROC_CLUSTER",
     "JWT_FILTER",
     "JWT_PAYLOAD_KEY",
@@ -52,6 +53,8 @@ TENANT_HEADER = "x-smesh-tenant"
 # A residency-restricted tenant's allowed regions, sorted and joined with "+"; routes for
 # such tenants match it and only reach clusters in those regions.
 RESIDENCY_HEADER = "x-smesh-residency"
+# On every refusal extproc answers itself; Envoy's local-reply mapper leaves those alone.
+ERROR_HEADER = "x-smesh-error"
 # The Envoy cluster of the extproc service.
 EXTPROC_CLUSTER = "smesh_extproc"
 # jwt_authn writes the verified payload here; ext_proc forwards the namespace to extproc.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
+import openai
 import psutil
 import pytest
 
@@ -52,25 +53,20 @@ def test_up_serves_the_demo_mesh_and_stops_cleanly(tmp_path: Path) -> None:
         assert f"gateway            http://127.0.0.1:{port}" in banner, banner
         assert "chat-small-v1 90, chat-small-v2 10" in banner
         children = psutil.Process(process.pid).children(recursive=True)
-        assert len(children) >= 4  # three simulators and Envoy
+        assert len(children) >= 5  # three simulators, extproc and Envoy
+        [key] = re.findall(r"demo API key\s+(sk-smesh-\S+)", banner)
+        assert f"authorization: Bearer {key}" in banner  # the printed curl works as is
 
-        url = f"http://127.0.0.1:{port}"
-        answer = httpx.post(
-            f"{url}/v1/chat/completions",
-            headers={"x-smesh-model": "chat-small"},
-            json={"model": "chat-small", "messages": [{"role": "user", "content": "hello"}]},
-            timeout=10,
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+        answer = client.chat.completions.create(
+            model="chat-small", messages=[{"role": "user", "content": "hello"}]
         )
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["usage"]["completion_tokens"] > 0
-        embedding = httpx.post(
-            f"{url}/v1/embeddings",
-            headers={"x-smesh-model": "text-embedding-3-small"},
-            json={"model": "text-embedding-3-small", "input": "hello"},
-            timeout=10,
-        )
-        assert embedding.status_code == 200
-        assert len(embedding.json()["data"][0]["embedding"]) > 0
+        assert answer.usage is not None and answer.usage.completion_tokens > 0
+        embedding = client.embeddings.create(model="text-embedding-3-small", input="hello")
+        assert len(embedding.data[0].embedding) > 0
+        assert {m.id for m in client.models.list()} >= {"chat-small", "embed-small"}
+        # The key is printed, never stored: the config holds its hash only.
+        assert key not in (tmp_path / "state" / "mesh.yaml").read_text()
         # The demo config was copied where the user can edit it live.
         assert (tmp_path / "state" / "mesh.yaml").exists()
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,11 +131,18 @@ class Gateway:
         self.xds.stop()
 
 
+Render = Callable[[int, int, dict[str, str]], str]
+
+
 def start_gateway(
-    tmp: Path, mesh: str, tenants: list[str], extproc_workers: list[int] | None = None
+    tmp: Path,
+    render: Render,
+    tenants: list[str],
+    extproc_workers: list[int] | None = None,
+    keys: dict[str, str] | None = None,
 ) -> Gateway:
-    """``mesh`` is YAML with ``{port}``, ``{extproc_port}`` and ``{keys[TENANT]}`` holes."""
-    keys = {t: new_api_key() for t in tenants}
+    """``render(port, extproc_port, key_hashes)`` gives the mesh YAML; keys are made here."""
+    keys = keys or {t: new_api_key() for t in tenants}
     hashes_ = {t: hash_api_key(k) for t, k in keys.items()}
     port = free_port()
     extprocs = [
@@ -142,7 +150,7 @@ def start_gateway(
         for i, w in enumerate(extproc_workers or [1])
     ]
     config = tmp / "mesh.yaml"
-    config.write_text(mesh.format(port=port, extproc_port=extprocs[0].port, keys=hashes_))
+    config.write_text(render(port, extprocs[0].port, hashes_))
     xds = Xds(config, tmp / "xds.log")
     started: list[ExtProc] = []
     try:

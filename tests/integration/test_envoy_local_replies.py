@@ -28,8 +28,7 @@ from envoy.type.v3 import http_status_pb2
 
 from smesh.envoy_process import EnvoyProcess
 from smesh.ports import free_port
-from smesh.xds.resources import MODEL_HEADER, RESIDENCY_HEADER
-from smesh.xds.translate.local_reply import ERROR_HEADER
+from smesh.xds.resources import ERROR_HEADER, MODEL_HEADER, RESIDENCY_HEADER
 from tests.integration.harness import (
     Simulator,
     Xds,

@@ -27,15 +27,15 @@ jwt:
   tenant_claim: team
 tenants:
   - name: acme
-    api_keys: ["{{keys[acme]}}"]
+    api_keys: ["{keys[acme]}"]
   - name: embedder
-    api_keys: ["{{keys[embedder]}}"]
+    api_keys: ["{keys[embedder]}"]
     models: [embed]
   - name: thrifty
-    api_keys: ["{{keys[thrifty]}}"]
+    api_keys: ["{keys[thrifty]}"]
     budgets: {{tokens_per_minute: 60}}
   - name: eu-only
-    api_keys: ["{{keys[eu-only]}}"]
+    api_keys: ["{keys[eu-only]}"]
     regions: [eu]
   - name: jwt-team
 models:
@@ -73,14 +73,18 @@ def sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Simulat
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, sims: dict[str, Simulator]) -> Iterator[Gateway]:
     tmp: Path = tmp_path_factory.mktemp("gateway")
-    mesh = MESH.format(
-        port="{port}",
-        extproc_port="{extproc_port}",
-        jwks=ISSUER.jwks(),
-        eu=sims["eu"].port,
-        us=sims["us"].port,
-    )
-    gateway = start_gateway(tmp, mesh, TENANTS)
+
+    def render(port: int, extproc_port: int, keys: dict[str, str]) -> str:
+        return MESH.format(
+            port=port,
+            extproc_port=extproc_port,
+            keys=keys,
+            jwks=ISSUER.jwks(),
+            eu=sims["eu"].port,
+            us=sims["us"].port,
+        )
+
+    gateway = start_gateway(tmp, render, TENANTS)
     yield gateway
     gateway.stop()
 

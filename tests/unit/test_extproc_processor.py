@@ -77,13 +77,22 @@ def test_body_routes_by_model_and_strips_credentials(policy: Policy, telemetry: 
     """The route header comes from the body; the API key never goes upstream."""
     p = processor(policy, telemetry)
     assert isinstance(p.request_headers(headers(), None), Continue)
-    decision = p.request_body(body())
+    decision = p.request_body(body(max_tokens=5))
     assert isinstance(decision, Continue)
     assert decision.set_headers["x-smesh-model"] == "chat"
     assert decision.set_headers["x-smesh-tenant"] == "acme"
     assert "authorization" in decision.remove_headers
     assert "x-smesh-residency" in decision.remove_headers
     assert decision.clear_route_cache and decision.body is None
+
+
+def test_missing_max_tokens_gets_the_reserved_cap(policy: Policy, telemetry: Telemetry) -> None:
+    """Without max_tokens the model's cap is reserved and sent, so the server cannot overrun it."""
+    p = processor(policy, telemetry)
+    p.request_headers(headers(), None)
+    decision = p.request_body(body())
+    assert isinstance(decision, Continue) and decision.body is not None
+    assert orjson.loads(decision.body)["max_tokens"] == 10
 
 
 def test_alias_is_rewritten_in_the_body(policy: Policy, telemetry: Telemetry) -> None:
@@ -128,7 +137,7 @@ def test_header_phase_refusals(
 
 
 def test_region_and_model_refusals(policy: Policy, telemetry: Telemetry) -> None:
-    """A tenant outside its model list is 403 model_not_allowed; outside its regions, region_not_allowed."""
+    """Outside its regions a tenant gets 403 region_not_allowed; inside, the residency header."""
     p = processor(policy, telemetry)
     p.request_headers(headers(OTHER), None)
     assert error_code(p.request_body(body(model="far"))) == (403, "region_not_allowed")

@@ -24,6 +24,7 @@ from smesh.xds import config
 from smesh.xds.resources import (
     CLUSTER,
     ENDPOINT,
+    ERROR_HEADER,
     EXTPROC_CLUSTER,
     JWT_FILTER,
     JWT_PAYLOAD_KEY,
@@ -39,7 +40,7 @@ from smesh.xds.translate.extproc import (
 )
 from smesh.xds.translate.jwt import JWT_PROVIDER, make_jwt_filter
 from smesh.xds.translate.listener import make_listener
-from smesh.xds.translate.local_reply import ERROR_HEADER, make_local_reply_config
+from smesh.xds.translate.local_reply import make_local_reply_config
 from tests.unit.builders import mesh, sample_config
 
 MODE = processing_mode_pb2.ProcessingMode

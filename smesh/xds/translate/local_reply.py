@@ -27,10 +27,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import struct_pb2
 
+from smesh.xds.resources import ERROR_HEADER
 from smesh.xds.translate._convert import message_to_any
 
 __all__ = [
-    "ERROR_HEADER",
     "LOCAL_REPLY_ERRORS",
     "make_error_body_format",
     "make_local_reply_config",
@@ -39,7 +39,6 @@ __all__ = [
 
 # Set on every reply whose body is already our JSON error (direct_response routes,
 # extproc ImmediateResponses); the local-reply mappers leave such replies alone.
-ERROR_HEADER = "x-smesh-error"
 
 # The response code details Envoy gives a route's ``direct_response``: every one in our
 # table is already a JSON error.
