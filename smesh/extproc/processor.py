@@ -200,7 +200,9 @@ class Processor:
         if request.stream:
             body, wants_usage = prepare_stream_request(body)
             changed = True
-            self.meter = StreamMeter(client_wants_usage=wants_usage)
+            self.meter = StreamMeter(
+                client_wants_usage=wants_usage, counter=load_counter(model.tokenizer)
+            )
             decision.stream_response = True
         if changed:
             decision.body = orjson.dumps(body)

@@ -283,6 +283,9 @@ class ExtProc(_Strict):
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
     failure_mode_allow: bool = False
     budget_store: BudgetStore = BudgetStore()
+    tls: UpstreamTls | None = Field(
+        default=None, description="TLS from Envoy to extproc (start it with --tls-cert/--tls-key)"
+    )
 
 
 class Jwt(_Strict):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from smesh.extproc.budget import MemoryBudgetStore
 from smesh.extproc.keys import hash_api_key
@@ -217,3 +220,59 @@ def test_jwt_claim_names_the_tenant(telemetry: Telemetry) -> None:
         401,
         "unknown_tenant",
     )
+
+
+def _sse(*payloads: bytes) -> bytes:
+    return b"".join(b"data: " + p + b"\n\n" for p in payloads)
+
+
+def _delta(text: str) -> bytes:
+    return orjson.dumps(
+        {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}}]}
+    )
+
+
+def test_stream_past_an_exhausted_budget_is_cut(telemetry: Telemetry) -> None:
+    """A stream outrunning its reservation with the budget spent ends in an error event + [DONE]."""
+    config = parse_config(
+        CONFIG.replace("budgets: {requests_per_minute: 2}", "budgets: {tokens_per_minute: 40}")
+    )
+    policy = Policy.from_config(config)
+    store = MemoryBudgetStore()
+    p = processor(policy, telemetry, store)
+    p.request_headers(headers(OTHER), None)
+    assert isinstance(p.request_body(body(stream=True, max_tokens=2)), Continue)
+    # Another request spends the rest of the minute's budget meanwhile.
+    assert store.reserve("tiny", config.tenants[1].budgets, 100).admitted
+    p.response_headers({":status": "200", "content-type": "text/event-stream"})
+    # The server ignores max_tokens and keeps going.
+    first = p.response_body(_sse(_delta("one")), end_of_stream=False)
+    assert isinstance(first, Continue) and first.body == _sse(_delta("one"))
+    out = b""
+    for word in ["two", "three", "four", "five", "six", "seven", "eight"] * 3:
+        decision = p.response_body(_sse(_delta(f" {word}")), end_of_stream=False)
+        assert isinstance(decision, Continue) and decision.body is not None
+        out += decision.body
+    events = [e for e in out.split(b"\n\n") if e]
+    error = next(e for e in events if b'"error"' in e)
+    assert orjson.loads(error.removeprefix(b"data: "))["error"]["code"] == "budget_exceeded"
+    assert events[-1] == b"data: [DONE]"
+    last = p.response_body(_sse(b"[DONE]"), end_of_stream=True)
+    assert isinstance(last, Continue) and last.body == b""
+
+
+def test_span_joins_the_callers_trace(policy: Policy) -> None:
+    """The request span is a child of the traceparent Envoy forwarded."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    p = processor(policy, Telemetry(tracer_provider=provider))
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    p.request_headers({**headers(), "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}, None)
+    p.request_body(body())
+    p.response_headers({":status": "200"})
+    p.response_body(orjson.dumps({"usage": {"prompt_tokens": 1, "completion_tokens": 1}}), True)
+    [span] = exporter.get_finished_spans()
+    assert format(span.context.trace_id, "032x") == trace_id
+    assert span.parent is not None and format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
+    assert span.attributes is not None and span.attributes["tenant"] == "acme"

@@ -38,7 +38,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from smesh.xds import config
 from smesh.xds.resources import EXTPROC_CLUSTER, JWT_FILTER
 from smesh.xds.translate._convert import int_to_uint32, message_to_any, seconds_to_duration
-from smesh.xds.translate.clusters import HTTP_PROTOCOL_OPTIONS
+from smesh.xds.translate.clusters import HTTP_PROTOCOL_OPTIONS, make_tls_transport_socket
 
 __all__ = [
     "BUFFER_FILTER",
@@ -188,4 +188,7 @@ def make_extproc_cluster(ext: config.ExtProc) -> cluster_pb2.Cluster:
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(
         message_to_any(options)
     )
+    if ext.tls is not None:
+        # The gRPC channel to extproc carries prompts: TLS (and mTLS) like any upstream.
+        cluster.transport_socket.CopyFrom(make_tls_transport_socket(ext.tls, "http2"))
     return cluster
