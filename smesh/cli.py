@@ -130,6 +130,7 @@ def _up(args: argparse.Namespace) -> int:
             config=Path(args.config) if args.config else None,
             port=args.port,
             state_dir=Path(args.state_dir),
+            host=args.host,
         )
     )
 
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="run the whole stack")
     p.add_argument("--config", help="mesh YAML (default: the embedded demo config)")
     p.add_argument("--port", type=int, default=None, help="gateway port (default: config's)")
+    p.add_argument("--host", default=None, help="gateway address (default: config's)")
     p.add_argument("--state-dir", default=".smesh", help="logs and rendered bootstrap")
     p.set_defaults(func=_up)
     return parser

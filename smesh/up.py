@@ -39,6 +39,7 @@ class StackSettings:
     config: Path | None
     port: int | None = None
     state_dir: Path = Path(".smesh")
+    host: str | None = None  # the first listener's address (0.0.0.0 in a container)
 
 
 def _prepare_config(settings: StackSettings) -> tuple[Path, str | None]:
@@ -81,11 +82,16 @@ def status_table(
     return "\n".join(["Sovereign Mesh is up.", *lines, "", "Try:", f"  {example}", ""])
 
 
-def _with_ports(config: MeshConfig, port: int | None, extproc_port: int | None) -> MeshConfig:
-    """``smesh up --port`` moves the first listener; extproc runs where up started it."""
+def _with_ports(
+    config: MeshConfig, settings: StackSettings, extproc_port: int | None
+) -> MeshConfig:
+    """``--port``/``--host`` move the first listener; extproc runs where up started it."""
     update: dict[str, Any] = {}
-    if port is not None and config.listeners:
-        first = config.listeners[0].model_copy(update={"port": port})
+    moved = {
+        k: v for k, v in (("port", settings.port), ("address", settings.host)) if v is not None
+    }
+    if moved and config.listeners:
+        first = config.listeners[0].model_copy(update=moved)
         update["listeners"] = (first, *config.listeners[1:])
     if extproc_port is not None and config.extproc is not None:
         update["extproc"] = config.extproc.model_copy(
@@ -122,12 +128,12 @@ async def _run(settings: StackSettings) -> int:
             print(line)
         return 1
     extproc_port = free_port() if config.extproc is not None else None
-    config = _with_ports(config, settings.port, extproc_port)
+    config = _with_ports(config, settings, extproc_port)
     pool = SimulatorPool(logs)
 
     def compile_fn(cfg: MeshConfig) -> Snapshot:
         # Overrides apply to every reload, so later edits of the file keep them.
-        cfg = _with_ports(cfg, settings.port, extproc_port)
+        cfg = _with_ports(cfg, settings, extproc_port)
         return compile_config(cfg, pool.endpoints(cfg))
 
     stop = asyncio.Event()

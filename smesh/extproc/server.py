@@ -28,6 +28,7 @@ from smesh.extproc.policy import FilePolicySource, PolicySource
 from smesh.extproc.processor import Processor
 from smesh.extproc.servicer import ExternalProcessorService
 from smesh.extproc.telemetry import Telemetry
+from smesh.extproc.tokens import load_counter
 from smesh.xds.config import BudgetStore as BudgetStoreConfig
 from smesh.xds.loader import load_config
 
@@ -110,6 +111,8 @@ def _serve_one(settings: ExtProcSettings, index: int) -> None:
         readers.append(PrometheusMetricReader())
         start_http_server(settings.metrics_port + index, addr=settings.address)
     telemetry = Telemetry(readers)
+    for model in config.models:  # load tokenizers now, not on the first request
+        load_counter(model.tokenizer)
     policy = FilePolicySource(settings.config)
     budgets = make_budget_store(config.extproc.budget_store)
     server, port = make_server(
