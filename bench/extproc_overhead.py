@@ -170,7 +170,6 @@ class Target:
 
 
 def models_yaml(upstream: int) -> str:
-    """Block-style YAML (no braces), so it passes ``str.format`` in start_gateway unchanged."""
     return (
         f"models:\n  - name: {MODEL}\n    backends:\n      - cluster: up\n"
         f"clusters:\n  - name: up\n    endpoints: ['127.0.0.1:{upstream}']\n"
@@ -194,17 +193,20 @@ def start_plain(stack: ExitStack, tmp: Path, upstream: int) -> Target:
 def start_extproc_gateway(
     stack: ExitStack, tmp: Path, upstream: int, workers: int, budget_tenant: bool
 ) -> Gateway:
-    """``start_gateway`` fills {port}, {extproc_port} and {keys[...]} (hashed keys)."""
+    """Envoy + xds + extproc (``--workers``); tenant ``bench``, and ``bench-budget``."""
     tmp.mkdir()
-    mesh = "listeners:\n  - name: gateway\n    port: {port}\nextproc:\n  port: {extproc_port}\n"
-    mesh += "tenants:\n  - name: bench\n    api_keys: ['{keys[bench]}']\n"
-    tenants = ["bench"]
-    if budget_tenant:
-        mesh += "  - name: bench-budget\n    api_keys: ['{keys[bench-budget]}']\n"
-        mesh += "    budgets: {{" + BUDGETS[1:-1] + "}}\n"
-        tenants.append("bench-budget")
-    mesh += models_yaml(upstream)
-    gateway = start_gateway(tmp, mesh, tenants, extproc_workers=[workers])
+    tenants = ["bench", "bench-budget"] if budget_tenant else ["bench"]
+
+    def render(port: int, extproc_port: int, key_hashes: dict[str, str]) -> str:
+        mesh = f"listeners:\n  - name: gateway\n    port: {port}\n"
+        mesh += f"extproc:\n  port: {extproc_port}\ntenants:\n"
+        mesh += f"  - name: bench\n    api_keys: ['{key_hashes['bench']}']\n"
+        if budget_tenant:
+            mesh += f"  - name: bench-budget\n    api_keys: ['{key_hashes['bench-budget']}']\n"
+            mesh += f"    budgets: {BUDGETS}\n"
+        return mesh + models_yaml(upstream)
+
+    gateway = start_gateway(tmp, render, tenants, extproc_workers=[workers])
     stack.callback(gateway.stop)
     return gateway
 

@@ -28,7 +28,7 @@ from smesh.xds import config
 from smesh.xds.resources import fallback_cluster_name
 from smesh.xds.translate._convert import int_to_uint32, message_to_any, seconds_to_duration
 from smesh.xds.translate._errors import TranslateError
-from smesh.xds.translate.residency import residency_routes
+from smesh.xds.translate.residency import fallback_views
 
 __all__ = [
     "HTTP_PROTOCOL_OPTIONS",
@@ -175,16 +175,10 @@ def find_cluster(cfg: config.MeshConfig, name: str, model: config.Model) -> conf
 
 
 def _fallback_clusters(cfg: config.MeshConfig) -> Iterator[cluster_pb2.Cluster]:
-    for model in cfg.models:
-        # The model itself, then its region-restricted views (own names, own priorities).
-        views = [(model.name, model)]
-        views += [(r.name, r.allowed) for r in residency_routes(cfg, model) if r.allowed]
-        for derived_as, view in views:
-            if not view.fallback:
-                continue
-            for backend in view.backends:
-                name = fallback_cluster_name(backend.cluster, derived_as)
-                yield make_cluster(find_cluster(cfg, backend.cluster, model), name)
+    for derived_as, model, view in fallback_views(cfg):
+        for backend in view.backends:
+            name = fallback_cluster_name(backend.cluster, derived_as)
+            yield make_cluster(find_cluster(cfg, backend.cluster, model), name)
 
 
 def make_clusters(cfg: config.MeshConfig) -> list[cluster_pb2.Cluster]:

@@ -22,7 +22,7 @@ from smesh.xds import config
 from smesh.xds.resources import fallback_cluster_name
 from smesh.xds.translate._convert import int_to_uint32
 from smesh.xds.translate._errors import TranslateError
-from smesh.xds.translate.residency import residency_routes
+from smesh.xds.translate.residency import fallback_views
 
 __all__ = [
     "SIMULATOR_HOST",
@@ -117,24 +117,18 @@ def _levels(cfg: config.MeshConfig) -> Iterator[tuple[str, list[config.Cluster]]
     clusters = {cluster.name: cluster for cluster in cfg.clusters}
     for cluster in cfg.clusters:
         yield cluster.name, [cluster]
-    for model in cfg.models:
-        # The model itself, then its region-restricted views: only allowed priorities.
-        views = [(model.name, model)]
-        views += [(r.name, r.allowed) for r in residency_routes(cfg, model) if r.allowed]
-        for derived_as, view in views:
-            if not view.fallback:
-                continue
-            for backend in view.backends:
-                names = (backend.cluster, *view.fallback)
-                missing = [name for name in names if name not in clusters]
-                if missing:
-                    raise TranslateError(
-                        f"model {model.name!r} refers to unknown cluster {missing[0]!r}"
-                    )
-                yield (
-                    fallback_cluster_name(backend.cluster, derived_as),
-                    [clusters[name] for name in names],
+    for derived_as, model, view in fallback_views(cfg):
+        for backend in view.backends:
+            names = (backend.cluster, *view.fallback)
+            missing = [name for name in names if name not in clusters]
+            if missing:
+                raise TranslateError(
+                    f"model {model.name!r} refers to unknown cluster {missing[0]!r}"
                 )
+            yield (
+                fallback_cluster_name(backend.cluster, derived_as),
+                [clusters[name] for name in names],
+            )
 
 
 def make_load_assignments(

@@ -17,7 +17,7 @@ model's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from smesh.xds import config
@@ -25,6 +25,7 @@ from smesh.xds.resources import residency_key
 
 __all__ = [
     "ResidencyRoute",
+    "fallback_views",
     "residency_keys",
     "residency_name",
     "residency_routes",
@@ -98,3 +99,17 @@ def residency_routes(cfg: config.MeshConfig, model: config.Model) -> list[Reside
         for key in residency_keys(cfg)
         if key
     ]
+
+
+def fallback_views(cfg: config.MeshConfig) -> Iterator[tuple[str, config.Model, config.Model]]:
+    """``(derived_as, model, view)`` for every view whose backends get derived fallback clusters.
+
+    A view is the model itself, then each of its region-restricted versions (own names,
+    only the allowed priorities). Clusters and endpoints both walk this one list.
+    """
+    for model in cfg.models:
+        views = [(model.name, model)]
+        views += [(r.name, r.allowed) for r in residency_routes(cfg, model) if r.allowed]
+        for derived_as, view in views:
+            if view.fallback:
+                yield derived_as, model, view
