@@ -44,7 +44,7 @@ def xds_tls_socket(ca_file: str, sni: str = "") -> str:
     """The ``transport_socket`` for Envoy → xds TLS, as bootstrap YAML (flow-style JSON)."""
     context = tls_pb2.UpstreamTlsContext(
         sni=sni,
-        common_tls_context=common_pb2.CommonTlsContext(
+        common_tls_context=tls_pb2.CommonTlsContext(
             validation_context=common_pb2.CertificateValidationContext(
                 trusted_ca=base_pb2.DataSource(filename=ca_file)
             )
