@@ -236,13 +236,16 @@ class SotwStream:
         return used
 
     def _clusters_settled(self) -> bool:
-        """CDS is ACKed at the version we want (or the client does not watch all clusters)."""
+        """CDS is ACKed at the version we want, and every cluster's endpoints too.
+
+        Listeners go last but routes (ADS order CDS → EDS → LDS → RDS); a client that
+        does not watch all clusters (gRPC's xDS client) asks for them after the route.
+        """
         clusters = self._types[CLUSTER]
         if not clusters.requested or not clusters.wildcard:
             return True
-        return (
-            not clusters.in_flight and clusters.accepted == clusters.sent and bool(clusters.nonce)
-        )
+        acked = not clusters.in_flight and clusters.accepted == clusters.sent
+        return acked and bool(clusters.nonce) and all(map(self._cluster_ready, clusters.accepted))
 
     def _cluster_ready(self, name: str) -> bool:
         """The client holds this cluster and its endpoints (wildcard CDS clients only)."""

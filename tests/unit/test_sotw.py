@@ -243,3 +243,17 @@ def test_unknown_type_and_unknown_names_get_no_response() -> None:
     envoy = FakeEnvoy(stream)
     assert envoy.request(ENDPOINT, ("nope",)) == []
     assert envoy.request("type.googleapis.com/some.Other") == []
+
+
+def test_first_connect_follows_ads_order() -> None:
+    """Listeners wait until clusters and their endpoints are ACKed: CDS → EDS → LDS → RDS."""
+    stream = SotwStream(NodeRegistry())
+    stream.on_snapshot(snapshot(BASE))
+    envoy = FakeEnvoy(stream)
+    [cds] = envoy.request(CLUSTER)
+    assert envoy.request(LISTENER) == []  # CDS not ACKed yet
+    assert envoy.request(CLUSTER, ack=cds) == []
+    [eds] = envoy.request(ENDPOINT, ("a",))
+    assert eds.type_url == ENDPOINT
+    [lds] = envoy.request(ENDPOINT, ("a",), ack=eds)
+    assert lds.type_url == LISTENER
