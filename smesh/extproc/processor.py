@@ -100,7 +100,7 @@ class Processor:
         end_of_stream: bool = False,
     ) -> Decision:
         self.started = self.clock()
-        self.traceparent = headers.get("traceparent", "")
+        self.traceparent = self.traceparent or headers.get("traceparent", "")
         path = headers.get(":path", "").split("?", 1)[0]
         method = headers.get(":method", "")
         try:

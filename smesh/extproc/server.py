@@ -20,7 +20,12 @@ from pathlib import Path
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from prometheus_client import start_http_server
 
 from smesh.extproc.budget import BudgetStore, MemoryBudgetStore
@@ -30,6 +35,7 @@ from smesh.extproc.servicer import ExternalProcessorService
 from smesh.extproc.telemetry import Telemetry
 from smesh.extproc.tokens import load_counter
 from smesh.xds.config import BudgetStore as BudgetStoreConfig
+from smesh.xds.config import Tracing
 from smesh.xds.loader import load_config
 
 __all__ = ["ExtProcSettings", "make_budget_store", "make_server", "run_extproc"]
@@ -92,6 +98,20 @@ def make_server(
     return server, port
 
 
+def _tracer_provider(tracing: Tracing | None) -> TracerProvider | None:
+    """Spans to the same OTLP collector Envoy exports to (none configured: no spans)."""
+    if tracing is None:
+        return None
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "smesh-extproc"}),
+        sampler=ParentBased(TraceIdRatioBased(tracing.sampling_percent / 100.0)),
+    )
+    endpoint = f"{tracing.collector.address}:{tracing.collector.port}"
+    exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
+    return provider
+
+
 def _credentials(settings: ExtProcSettings) -> grpc.ServerCredentials | None:
     if settings.tls_cert is None or settings.tls_key is None:
         return None
@@ -110,7 +130,7 @@ def _serve_one(settings: ExtProcSettings, index: int) -> None:
     if settings.metrics_port is not None:
         readers.append(PrometheusMetricReader())
         start_http_server(settings.metrics_port + index, addr=settings.address)
-    telemetry = Telemetry(readers)
+    telemetry = Telemetry(readers, _tracer_provider(config.tracing))
     for model in config.models:  # load tokenizers now, not on the first request
         load_counter(model.tokenizer)
     policy = FilePolicySource(settings.config)

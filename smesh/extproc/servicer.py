@@ -100,6 +100,9 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):  # type: igno
         self, request_iterator: Iterator[ep.ProcessingRequest], context: grpc.ServicerContext
     ) -> Iterator[ep.ProcessingResponse]:
         processor = self._new_processor()
+        # Envoy's ext_proc call carries its span context as gRPC metadata: our span is its child.
+        metadata = context.invocation_metadata() if context is not None else ()
+        processor.traceparent = next((v for k, v in metadata if k == "traceparent"), "")
         try:
             for request in request_iterator:
                 started = time.perf_counter()

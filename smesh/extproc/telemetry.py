@@ -99,6 +99,7 @@ class Telemetry:
         self._cost = meter.create_counter("smesh.cost", description="Catalog cost")
         self._refusals = meter.create_counter("smesh.refusals", description="Refused requests")
         # No exporter configured, no spans: an unexported span still costs ~30 µs a request.
+        self._tracer_provider = tracer_provider
         self._tracer = tracer_provider.get_tracer("smesh.extproc") if tracer_provider else None
 
     def refused(self, tenant: str, status: int, code: str) -> None:
@@ -166,3 +167,5 @@ class Telemetry:
 
     def shutdown(self) -> None:
         self.meter_provider.shutdown()
+        if self._tracer_provider is not None:
+            self._tracer_provider.shutdown()  # flushes spans still batched

@@ -42,6 +42,7 @@ __all__ = [
     "Simulate",
     "Tenant",
     "Tokenizer",
+    "Tracing",
     "UpstreamTls",
     "check_references",
     "parse_duration",
@@ -304,12 +305,21 @@ class Jwt(_Strict):
         return self
 
 
+class Tracing(_Strict):
+    """OpenTelemetry traces: Envoy and extproc both export OTLP/gRPC to one collector."""
+
+    collector: Annotated[Endpoint, BeforeValidator(_endpoint_from_string)]
+    sampling_percent: float = Field(default=100.0, ge=0.0, le=100.0)
+    service_name: str = "smesh-gateway"
+
+
 class MeshConfig(_Strict):
     """The whole document."""
 
     listeners: tuple[Listener, ...] = (Listener(name="gateway", port=10000),)
     extproc: ExtProc | None = None
     jwt: Jwt | None = None
+    tracing: Tracing | None = None
     tenants: tuple[Tenant, ...] = ()
     models: tuple[Model, ...] = ()
     clusters: tuple[Cluster, ...] = ()

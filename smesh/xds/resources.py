@@ -16,6 +16,7 @@ __all__ = [
     "JWT_PAYLOAD_KEY",
     "LISTENER",
     "MODEL_HEADER",
+    "OTEL_COLLECTOR_CLUSTER",
     "RESIDENCY_HEADER",
     "ROUTE",
     "ROUTE_CONFIG_NAME",
@@ -57,6 +58,8 @@ RESIDENCY_HEADER = "x-smesh-residency"
 ERROR_HEADER = "x-smesh-error"
 # The Envoy cluster of the extproc service.
 EXTPROC_CLUSTER = "smesh_extproc"
+# The Envoy cluster of the OpenTelemetry collector (config `tracing.collector`).
+OTEL_COLLECTOR_CLUSTER = "smesh_otel_collector"
 # jwt_authn writes the verified payload here; ext_proc forwards the namespace to extproc.
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 JWT_PAYLOAD_KEY = "jwt_payload"

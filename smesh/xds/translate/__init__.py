@@ -33,6 +33,7 @@ from smesh.xds.translate.jwt import make_jwt_filter
 from smesh.xds.translate.listener import make_listener
 from smesh.xds.translate.local_reply import make_local_reply_config
 from smesh.xds.translate.routes import make_route_configuration
+from smesh.xds.translate.tracing import make_collector_cluster, make_tracing
 
 __all__ = [
     "TranslateError",
@@ -74,8 +75,14 @@ def translate(
     if cfg.extproc is not None:
         # STATIC (or STRICT_DNS): its endpoints are inline, so it needs no CLA over EDS.
         clusters.append(make_extproc_cluster(cfg.extproc))
+    tracing = None
+    if cfg.tracing is not None:
+        tracing = make_tracing(cfg.tracing)
+        clusters.append(make_collector_cluster(cfg.tracing))
     return {
-        LISTENER: {listener.name: make_listener(listener, filters) for listener in cfg.listeners},
+        LISTENER: {
+            listener.name: make_listener(listener, filters, tracing) for listener in cfg.listeners
+        },
         ROUTE: {ROUTE_CONFIG_NAME: make_route_configuration(cfg)},
         CLUSTER: {cluster.name: cluster for cluster in clusters},
         ENDPOINT: {cla.cluster_name: cla for cla in make_load_assignments(cfg, resolved)},

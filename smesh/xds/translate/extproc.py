@@ -129,8 +129,10 @@ def _is_ip(address: str) -> bool:
     return True
 
 
-def make_extproc_cluster(ext: config.ExtProc) -> cluster_pb2.Cluster:
-    """The extproc cluster: HTTP/2 to ``address:port``, inline endpoints, wide breakers.
+def make_grpc_service_cluster(
+    name: str, address: str, port: int, tls: config.UpstreamTls | None = None
+) -> cluster_pb2.Cluster:
+    """A cluster Envoy calls over gRPC (extproc, the trace collector): HTTP/2, inline endpoints.
 
     STATIC for an IP address (no EDS); STRICT_DNS for a host name (a Kubernetes Service),
     which Envoy re-resolves. Neither waits for a ClusterLoadAssignment over ADS.
@@ -147,11 +149,11 @@ def make_extproc_cluster(ext: config.ExtProc) -> cluster_pb2.Cluster:
         )
     )
     cluster = cluster_pb2.Cluster(
-        name=EXTPROC_CLUSTER,
-        type=cluster_pb2.Cluster.STATIC if _is_ip(ext.address) else cluster_pb2.Cluster.STRICT_DNS,
+        name=name,
+        type=cluster_pb2.Cluster.STATIC if _is_ip(address) else cluster_pb2.Cluster.STRICT_DNS,
         connect_timeout=seconds_to_duration(EXTPROC_CONNECT_TIMEOUT_S),
         load_assignment=endpoint_pb2.ClusterLoadAssignment(
-            cluster_name=EXTPROC_CLUSTER,
+            cluster_name=name,
             endpoints=[
                 endpoint_components_pb2.LocalityLbEndpoints(
                     lb_endpoints=[
@@ -159,7 +161,7 @@ def make_extproc_cluster(ext: config.ExtProc) -> cluster_pb2.Cluster:
                             endpoint=endpoint_components_pb2.Endpoint(
                                 address=address_pb2.Address(
                                     socket_address=address_pb2.SocketAddress(
-                                        address=ext.address, port_value=ext.port
+                                        address=address, port_value=port
                                     )
                                 )
                             )
@@ -188,7 +190,11 @@ def make_extproc_cluster(ext: config.ExtProc) -> cluster_pb2.Cluster:
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(
         message_to_any(options)
     )
-    if ext.tls is not None:
-        # The gRPC channel to extproc carries prompts: TLS (and mTLS) like any upstream.
-        cluster.transport_socket.CopyFrom(make_tls_transport_socket(ext.tls, "http2"))
+    if tls is not None:
+        cluster.transport_socket.CopyFrom(make_tls_transport_socket(tls, "http2"))
     return cluster
+
+
+def make_extproc_cluster(ext: config.ExtProc) -> cluster_pb2.Cluster:
+    """The extproc cluster. Its gRPC channel carries prompts: TLS (and mTLS) when configured."""
+    return make_grpc_service_cluster(EXTPROC_CLUSTER, ext.address, ext.port, ext.tls)

@@ -76,14 +76,16 @@ def _filters(
 
 
 def make_http_connection_manager(
-    stat_prefix: str, filters: hcm_pb2.HttpFilter | Sequence[hcm_pb2.HttpFilter] | None = None
+    stat_prefix: str,
+    filters: hcm_pb2.HttpFilter | Sequence[hcm_pb2.HttpFilter] | None = None,
+    tracing: hcm_pb2.HttpConnectionManager.Tracing | None = None,
 ) -> hcm_pb2.HttpConnectionManager:
     """The HTTP connection manager: routes from RDS over ADS, ``filters`` then the router."""
     http_filters = _filters(filters)
     http_filters.append(
         hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=message_to_any(router_pb2.Router()))
     )
-    return hcm_pb2.HttpConnectionManager(
+    manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(
@@ -101,14 +103,18 @@ def make_http_connection_manager(
         access_log=[make_access_log()],
         local_reply_config=make_local_reply_config(),
     )
+    if tracing is not None:
+        manager.tracing.CopyFrom(tracing)
+    return manager
 
 
 def make_listener(
     listener: config.Listener,
     filters: hcm_pb2.HttpFilter | Sequence[hcm_pb2.HttpFilter] | None = None,
+    tracing: hcm_pb2.HttpConnectionManager.Tracing | None = None,
 ) -> listener_pb2.Listener:
     """One Envoy listener for ``listener``; ``filters`` (one or several) run before the router."""
-    hcm = make_http_connection_manager(listener.name, filters)
+    hcm = make_http_connection_manager(listener.name, filters, tracing)
     return listener_pb2.Listener(
         name=listener.name,
         address=address_pb2.Address(
