@@ -1,4 +1,4 @@
-"""Traces: Envoy and extproc export to one OTLP collector, and extproc's span joins Envoy's trace."""
+"""Traces: Envoy and extproc export to one OTLP collector; extproc joins Envoy's trace."""
 
 from __future__ import annotations
 
