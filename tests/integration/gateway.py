@@ -60,6 +60,7 @@ class ExtProc:
     metrics_port: int = field(default_factory=free_port)
     workers: int = 1
     process: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()
 
     def start(self) -> ExtProc:
         log = self.log_path.open("ab")
@@ -77,6 +78,7 @@ class ExtProc:
                 str(self.metrics_port),
                 "--workers",
                 str(self.workers),
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -140,24 +142,27 @@ def start_gateway(
     tenants: list[str],
     extproc_workers: list[int] | None = None,
     keys: dict[str, str] | None = None,
+    xds_args: tuple[str, ...] = (),
+    extproc_args: tuple[str, ...] = (),
+    xds_transport_socket: str = "",
 ) -> Gateway:
     """``render(port, extproc_port, key_hashes)`` gives the mesh YAML; keys are made here."""
     keys = keys or {t: new_api_key() for t in tenants}
     hashes_ = {t: hash_api_key(k) for t, k in keys.items()}
     port = free_port()
     extprocs = [
-        ExtProc(tmp / "mesh.yaml", tmp / f"extproc-{i}.log", workers=w)
+        ExtProc(tmp / "mesh.yaml", tmp / f"extproc-{i}.log", workers=w, extra_args=extproc_args)
         for i, w in enumerate(extproc_workers or [1])
     ]
     config = tmp / "mesh.yaml"
     config.write_text(render(port, extprocs[0].port, hashes_))
-    xds = Xds(config, tmp / "xds.log")
+    xds = Xds(config, tmp / "xds.log", extra_args=xds_args)
     started: list[ExtProc] = []
     try:
         for extproc in extprocs:
             started.append(extproc.start())
         xds.start()
-        envoy = start_envoy(tmp, xds)
+        envoy = start_envoy(tmp, xds, transport_socket=xds_transport_socket)
     except BaseException:
         for extproc in started:
             extproc.stop()

@@ -87,6 +87,7 @@ class Xds:
     port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()
 
     def start(self) -> Xds:
         log = self.log_path.open("ab")
@@ -104,6 +105,7 @@ class Xds:
                 str(self.port),
                 "--admin-port",
                 str(self.admin_port),
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -130,10 +132,14 @@ class Xds:
         return self.log_path.read_text()
 
 
-def start_envoy(tmp: Path, xds: Xds, node_id: str = "envoy-test") -> EnvoyProcess:
+def start_envoy(
+    tmp: Path, xds: Xds, node_id: str = "envoy-test", transport_socket: str = ""
+) -> EnvoyProcess:
     admin = free_port()
     bootstrap = tmp / f"bootstrap-{admin}.yaml"
-    bootstrap.write_text(render_bootstrap(xds.port, admin, node_id))
+    bootstrap.write_text(
+        render_bootstrap(xds.port, admin, node_id, transport_socket=transport_socket)
+    )
     envoy = EnvoyProcess(bootstrap, admin, next(_BASE_IDS), log_path=tmp / f"envoy-{admin}.log")
     try:
         envoy.start().wait_ready(30)
