@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint unit integration bench clean
+.PHONY: up test lint unit integration bench clean redis
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -23,7 +23,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check smesh
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+redis:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
+	  else echo "redis-server is missing: the Redis tests will be skipped"; fi; }
+
+test: $(STAMP) redis lint
 	$(BIN)/pytest tests
 
 unit: $(STAMP)
@@ -33,8 +39,11 @@ integration: $(STAMP)
 	$(BIN)/pytest tests/integration
 
 bench: $(STAMP)
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
+	  echo "bench.extproc_overhead needs wrk and nginx: apt-get install -y wrk nginx"
 	$(BIN)/python -m bench.xds_convergence
 	$(BIN)/python -m bench.sim_throughput
+	$(BIN)/python -m bench.extproc_overhead
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
