@@ -2,15 +2,12 @@
 
 Pure data (pydantic v2); no gRPC, protobuf or Kubernetes imports. Field-level rules
 live on the models; rules that span the document (a backend naming a cluster that
-exists, unique names) live in :func:`check_references`, which returns located issues
-instead of raising so that every problem in a file is reported at once.
+exists, unique names) live in :mod:`smesh.xds.references`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,7 +25,6 @@ __all__ = [
     "Budgets",
     "CircuitBreakers",
     "Cluster",
-    "ConfigIssue",
     "Endpoint",
     "ExtProc",
     "HealthCheck",
@@ -44,7 +40,6 @@ __all__ = [
     "Tokenizer",
     "Tracing",
     "UpstreamTls",
-    "check_references",
     "parse_duration",
 ]
 
@@ -323,98 +318,3 @@ class MeshConfig(_Strict):
     tenants: tuple[Tenant, ...] = ()
     models: tuple[Model, ...] = ()
     clusters: tuple[Cluster, ...] = ()
-
-
-@dataclass(frozen=True)
-class ConfigIssue:
-    """One problem, at a path into the document (``("models", 0, "backends", 1)``)."""
-
-    path: tuple[str | int, ...]
-    message: str
-
-
-def _duplicates(section: str, items: tuple[Any, ...], key: str) -> Iterator[ConfigIssue]:
-    seen: dict[Any, int] = {}
-    for i, item in enumerate(items):
-        value = getattr(item, key)
-        if value in seen:
-            yield ConfigIssue(
-                (section, i, key), f"duplicate {key} {value!r} (first at {section}[{seen[value]}])"
-            )
-        seen.setdefault(value, i)
-
-
-def check_references(cfg: MeshConfig) -> list[ConfigIssue]:
-    """Document-wide rules: names unique, every reference resolves."""
-    issues = [
-        *_duplicates("listeners", cfg.listeners, "name"),
-        *_duplicates("listeners", cfg.listeners, "port"),
-        *_duplicates("tenants", cfg.tenants, "name"),
-        *_duplicates("models", cfg.models, "name"),
-        *_duplicates("clusters", cfg.clusters, "name"),
-    ]
-    clusters = {c.name: c for c in cfg.clusters}
-    model_names: dict[str, tuple[str | int, ...]] = {}
-    for m, model in enumerate(cfg.models):
-        for a, alias in enumerate(model.aliases):
-            where: tuple[str | int, ...] = ("models", m, "aliases", a)
-            if alias in model_names or alias == model.name:
-                issues.append(ConfigIssue(where, f"{alias!r} already names a model"))
-            model_names.setdefault(alias, where)
-        model_names.setdefault(model.name, ("models", m, "name"))
-        used: set[str] = set()
-        for b, backend in enumerate(model.backends):
-            if backend.cluster not in clusters:
-                issues.append(
-                    ConfigIssue(
-                        ("models", m, "backends", b, "cluster"),
-                        f"unknown cluster {backend.cluster!r}",
-                    )
-                )
-            if backend.cluster in used:
-                issues.append(
-                    ConfigIssue(
-                        ("models", m, "backends", b, "cluster"),
-                        f"cluster {backend.cluster!r} listed twice",
-                    )
-                )
-            used.add(backend.cluster)
-        for f, name in enumerate(model.fallback):
-            where = ("models", m, "fallback", f)
-            if name not in clusters:
-                issues.append(ConfigIssue(where, f"unknown cluster {name!r}"))
-            elif name in used:
-                issues.append(
-                    ConfigIssue(where, f"cluster {name!r} is already a backend or fallback")
-                )
-            else:
-                for backend in model.backends:
-                    primary = clusters.get(backend.cluster)
-                    if primary is not None and primary.tls != clusters[name].tls:
-                        issues.append(
-                            ConfigIssue(
-                                where,
-                                f"fallback {name!r} must use the same tls settings as backend "
-                                f"{backend.cluster!r} (they share one Envoy cluster)",
-                            )
-                        )
-            used.add(name)
-    if cfg.tenants and cfg.extproc is None:
-        issues.append(
-            ConfigIssue(
-                ("tenants",), "tenants need an extproc section (nothing would enforce them)"
-            )
-        )
-    if cfg.jwt is not None and cfg.extproc is None:
-        issues.append(ConfigIssue(("jwt",), "jwt needs an extproc section"))
-    regions = {c.region for c in cfg.clusters}
-    for t, tenant in enumerate(cfg.tenants):
-        for r, region in enumerate(tenant.regions or ()):
-            if region not in regions:
-                issues.append(
-                    ConfigIssue(("tenants", t, "regions", r), f"no cluster is in region {region!r}")
-                )
-        for i, name in enumerate(tenant.models):
-            if name != "*" and name not in model_names:
-                issues.append(ConfigIssue(("tenants", t, "models", i), f"unknown model {name!r}"))
-    return issues

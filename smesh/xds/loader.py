@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from smesh.xds.config import ConfigIssue, MeshConfig, check_references
+from smesh.xds.config import MeshConfig
+from smesh.xds.references import ConfigIssue, check_references
 
 __all__ = ["ConfigError", "load_config", "parse_config"]
 

@@ -25,6 +25,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from smesh.xds import config
+from smesh.xds.references import check_references
 from smesh.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ROUTE_CONFIG_NAME
 from smesh.xds.translate import translate
 
@@ -211,7 +212,7 @@ def test_envoy_accepts_upstream_tls(tmp_path: Path) -> None:
             ],
         }
     )
-    assert config.check_references(cfg) == []
+    assert check_references(cfg) == []
     result = _validate(_static_bootstrap(translate(cfg)), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -244,7 +245,7 @@ def _gateway_config(jwt: dict[str, Any]) -> config.MeshConfig:
         {"name": "open"},
     ]
     cfg = config.MeshConfig.model_validate(document)
-    assert config.check_references(cfg) == []
+    assert check_references(cfg) == []
     return cfg
 
 
