@@ -27,6 +27,7 @@ __all__ = [
     "Cluster",
     "Endpoint",
     "ExtProc",
+    "GrpcService",
     "HealthCheck",
     "Jwt",
     "Listener",
@@ -300,6 +301,13 @@ class Jwt(_Strict):
         return self
 
 
+class GrpcService(_Strict):
+    """A name gRPC clients dial as ``xds:///NAME`` (proxyless, via gRPC's own xDS client)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")]
+    cluster: Name
+
+
 class Tracing(_Strict):
     """OpenTelemetry traces: Envoy and extproc both export OTLP/gRPC to one collector."""
 
@@ -315,6 +323,7 @@ class MeshConfig(_Strict):
     extproc: ExtProc | None = None
     jwt: Jwt | None = None
     tracing: Tracing | None = None
+    grpc_services: tuple[GrpcService, ...] = ()
     tenants: tuple[Tenant, ...] = ()
     models: tuple[Model, ...] = ()
     clusters: tuple[Cluster, ...] = ()

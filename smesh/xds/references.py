@@ -42,12 +42,30 @@ def check_references(cfg: MeshConfig) -> list[ConfigIssue]:
         *_duplicates("tenants", cfg.tenants, "name"),
         *_duplicates("models", cfg.models, "name"),
         *_duplicates("clusters", cfg.clusters, "name"),
+        *_duplicates("grpc_services", cfg.grpc_services, "name"),
     ]
     clusters = {c.name: c for c in cfg.clusters}
+    listener_names = {listener.name for listener in cfg.listeners}
+    for g, service in enumerate(cfg.grpc_services):
+        where: tuple[str | int, ...] = ("grpc_services", g)
+        if service.name in listener_names:
+            issues.append(
+                ConfigIssue((*where, "name"), f"{service.name!r} already names a listener")
+            )
+        target = clusters.get(service.cluster)
+        if target is None:
+            issues.append(ConfigIssue((*where, "cluster"), f"unknown cluster {service.cluster!r}"))
+        elif target.protocol != "http2":
+            issues.append(
+                ConfigIssue(
+                    (*where, "cluster"),
+                    f"cluster {service.cluster!r} must be protocol: http2 (gRPC)",
+                )
+            )
     model_names: dict[str, tuple[str | int, ...]] = {}
     for m, model in enumerate(cfg.models):
         for a, alias in enumerate(model.aliases):
-            where: tuple[str | int, ...] = ("models", m, "aliases", a)
+            where = ("models", m, "aliases", a)
             if alias in model_names or alias == model.name:
                 issues.append(ConfigIssue(where, f"{alias!r} already names a model"))
             model_names.setdefault(alias, where)

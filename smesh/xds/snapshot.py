@@ -67,6 +67,9 @@ class Snapshot:
     resources: Mapping[str, Mapping[str, Message]]
     versions: Mapping[str, Mapping[str, str]]
     version: str = field(default="")
+    # Sent only to clients that ask for them by name, never in a wildcard answer: gRPC
+    # api_listeners, which Envoy (an LDS wildcard client) has no use for.
+    named_only: frozenset[str] = frozenset()
 
     @classmethod
     def build(cls, resources: Mapping[str, Mapping[str, Message]]) -> Snapshot:
@@ -76,7 +79,12 @@ class Snapshot:
             for t in ADS_ORDER
         }
         overall = _type_version({t: _type_version(v) for t, v in versions.items()})
-        return cls(MappingProxyType(frozen), MappingProxyType(versions), overall)
+        named_only = frozenset(
+            name
+            for name, listener in frozen[LISTENER].items()
+            if isinstance(listener, listener_pb2.Listener) and listener.HasField("api_listener")
+        )
+        return cls(MappingProxyType(frozen), MappingProxyType(versions), overall, named_only)
 
     def names(self, type_url: str) -> frozenset[str]:
         return frozenset(self.resources.get(type_url, {}))

@@ -61,8 +61,8 @@ class _TypeState:
     # names to send even if unchanged (new subscriptions, EDS after a cluster change)
     force: set[str] = field(default_factory=set)
 
-    def wants(self, name: str) -> bool:
-        return self.wildcard or name in self.names
+    def wants(self, name: str, named_only: frozenset[str] = frozenset()) -> bool:
+        return name in self.names or (self.wildcard and name not in named_only)
 
 
 class SotwStream:
@@ -198,7 +198,7 @@ class SotwStream:
         current = {
             n: (snap.versions[type_url][n], m)
             for n, m in snap.resources[type_url].items()
-            if state.wants(n)
+            if state.wants(n, snap.named_only)
         }
         if type_url == CLUSTER:
             for name in self._clusters_in_use() - set(current):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -257,3 +258,24 @@ def test_first_connect_follows_ads_order() -> None:
     assert eds.type_url == ENDPOINT
     [lds] = envoy.request(ENDPOINT, ("a",), ack=eds)
     assert lds.type_url == LISTENER
+
+
+def test_api_listeners_go_only_to_clients_that_name_them() -> None:
+    """A gRPC api_listener is left out of wildcard LDS (Envoy) and sent when asked by name."""
+    snap = snapshot(
+        BASE.replace(
+            "clusters:", "grpc_services: [{name: svc.internal, cluster: a}]\nclusters:"
+        ).replace('endpoints: ["127.0.0.1:9001"]', 'endpoints: ["127.0.0.1:9001"], protocol: http2')
+    )
+    assert snap.named_only == {"svc.internal"}
+    envoy, _ = connected(snap)
+    listener_names = set()
+    for packed in envoy.last[LISTENER].resources:
+        listener = listener_pb2.Listener()
+        packed.Unpack(listener)
+        listener_names.add(listener.name)
+    assert listener_names == {"gw"}
+    grpc_stream = SotwStream(NodeRegistry())
+    grpc_stream.on_snapshot(snap)
+    [named] = FakeEnvoy(grpc_stream).request(LISTENER, ("svc.internal",))
+    assert len(named.resources) == 1

@@ -58,7 +58,11 @@ def test_connect_timeout_and_least_request() -> None:
     """connect_timeout comes from config and load balancing is least-request."""
     cluster = _clusters()["vllm-a"]
     assert cluster.connect_timeout.ToMilliseconds() == 250
-    assert cluster.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
+    names = [p.typed_extension_config.name for p in cluster.load_balancing_policy.policies]
+    assert names == [
+        "envoy.load_balancing_policies.least_request",
+        "envoy.load_balancing_policies.round_robin",
+    ]
 
 
 def test_circuit_breakers_cover_default_and_high_priority() -> None:

@@ -29,6 +29,11 @@ from smesh.xds.translate.extproc import (
     make_ext_proc_filter,
     make_extproc_cluster,
 )
+from smesh.xds.translate.grpc_listener import (
+    grpc_route_name,
+    make_grpc_listener,
+    make_grpc_route_configuration,
+)
 from smesh.xds.translate.jwt import make_jwt_filter
 from smesh.xds.translate.listener import make_listener
 from smesh.xds.translate.local_reply import make_local_reply_config
@@ -79,11 +84,16 @@ def translate(
     if cfg.tracing is not None:
         tracing = make_tracing(cfg.tracing)
         clusters.append(make_collector_cluster(cfg.tracing))
+    listeners = {
+        listener.name: make_listener(listener, filters, tracing) for listener in cfg.listeners
+    }
+    routes = {ROUTE_CONFIG_NAME: make_route_configuration(cfg)}
+    for service in cfg.grpc_services:  # proxyless gRPC clients (xds:///NAME)
+        listeners[service.name] = make_grpc_listener(service)
+        routes[grpc_route_name(service)] = make_grpc_route_configuration(service)
     return {
-        LISTENER: {
-            listener.name: make_listener(listener, filters, tracing) for listener in cfg.listeners
-        },
-        ROUTE: {ROUTE_CONFIG_NAME: make_route_configuration(cfg)},
+        LISTENER: listeners,
+        ROUTE: routes,
         CLUSTER: {cluster.name: cluster for cluster in clusters},
         ENDPOINT: {cla.cluster_name: cla for cla in make_load_assignments(cfg, resolved)},
     }

@@ -17,12 +17,16 @@ from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_de
 from envoy.config.core.v3 import (
     base_pb2,
     config_source_pb2,
+    extension_pb2,
     health_check_pb2,
     protocol_pb2,
 )
+from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
+from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import http_pb2
+from google.protobuf.message import Message
 
 from smesh.xds import config
 from smesh.xds.resources import fallback_cluster_name
@@ -137,6 +141,28 @@ def make_common_tls_context(tls: config.UpstreamTls, protocol: str) -> tls_pb2.C
     return common
 
 
+def make_load_balancing_policy() -> cluster_pb2.LoadBalancingPolicy:
+    """Least-request (LLM requests differ by orders of magnitude in cost), else round robin.
+
+    The typed policy list, not the ``lb_policy`` enum: gRPC's xDS client rejects
+    LEAST_REQUEST in the enum (measured) and takes the first policy it supports here.
+    """
+
+    def policy(name: str, message: Message) -> cluster_pb2.LoadBalancingPolicy.Policy:
+        return cluster_pb2.LoadBalancingPolicy.Policy(
+            typed_extension_config=extension_pb2.TypedExtensionConfig(
+                name=name, typed_config=message_to_any(message)
+            )
+        )
+
+    return cluster_pb2.LoadBalancingPolicy(
+        policies=[
+            policy("envoy.load_balancing_policies.least_request", least_request_pb2.LeastRequest()),
+            policy("envoy.load_balancing_policies.round_robin", round_robin_pb2.RoundRobin()),
+        ]
+    )
+
+
 def make_cluster(cluster: config.Cluster, name: str | None = None) -> cluster_pb2.Cluster:
     """One EDS cluster with ``cluster``'s settings, named ``name`` (default: the cluster's)."""
     name = cluster.name if name is None else name
@@ -151,7 +177,7 @@ def make_cluster(cluster: config.Cluster, name: str | None = None) -> cluster_pb
             service_name=name,
         ),
         connect_timeout=seconds_to_duration(cluster.connect_timeout),
-        lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
+        load_balancing_policy=make_load_balancing_policy(),
         circuit_breakers=make_circuit_breakers(cluster.circuit_breakers),
     )
     if cluster.outlier_detection is not None:
