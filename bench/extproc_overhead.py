@@ -58,6 +58,7 @@ from urllib.parse import quote
 import psutil
 
 from bench.sim_throughput import start_sim
+from smesh.children import stop_process
 from smesh.envoy_process import EnvoyProcess
 from smesh.ports import free_port, wait_http
 from smesh.xds.resources import EXTPROC_CLUSTER
@@ -142,16 +143,6 @@ def start_upstream(stack: ExitStack, tmp: Path, force_sim: bool) -> tuple[str, i
     process, url = start_sim(1)
     stack.callback(stop_process, process)
     return "smesh.sim", int(url.rsplit(":", 1)[1].rstrip("/"))
-
-
-def stop_process(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @dataclass

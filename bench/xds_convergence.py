@@ -35,6 +35,7 @@ from typing import IO, Any
 import psutil
 from envoy.config.route.v3 import route_pb2
 
+from smesh.children import stop_process
 from smesh.envoy_process import EnvoyProcess, render_bootstrap
 from smesh.ports import free_port, wait_http
 from smesh.xds.client import AdsClient
@@ -122,16 +123,7 @@ def start(stack: ExitStack, argv: list[str], log: Path, **kwargs: Any) -> subpro
         kwargs.setdefault("stdout", out)
         process = subprocess.Popen(argv, stderr=out, text=True, **kwargs)
 
-    def stop() -> None:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    stack.callback(stop)
+    stack.callback(stop_process, process)
     return process
 
 

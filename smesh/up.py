@@ -20,6 +20,7 @@ from pathlib import Path
 from string import Template
 from typing import IO, Any
 
+from smesh.children import stop_process
 from smesh.envoy_process import EnvoyProcess, render_bootstrap
 from smesh.extproc.keys import hash_api_key, new_api_key
 from smesh.ports import free_port
@@ -184,23 +185,12 @@ async def _run(settings: StackSettings) -> int:
         stop.set()
         if envoy is not None:
             envoy.stop()
-        _stop_process(extproc)
+        stop_process(extproc)
         extproc_log.close()
         if not xds.done():
             await asyncio.wait({xds}, timeout=5)
         pool.stop_all()
         print("stopped.", flush=True)
-
-
-def _stop_process(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None:
-        return
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def run_stack(settings: StackSettings) -> int:
