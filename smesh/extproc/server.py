@@ -20,7 +20,6 @@ from pathlib import Path
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -102,6 +101,17 @@ def _tracer_provider(tracing: Tracing | None) -> TracerProvider | None:
     """Spans to the same OTLP collector Envoy exports to (none configured: no spans)."""
     if tracing is None:
         return None
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,  # only when tracing is on: it pulls in the OTLP protobufs
+        )
+    except ImportError as exc:
+        # xds-protos ships an older copy of opentelemetry/proto/*; if it was installed
+        # last it shadows opentelemetry-proto's files (`make` reinstalls them).
+        raise RuntimeError(
+            "tracing needs opentelemetry-proto's own files: "
+            "pip install --force-reinstall --no-deps opentelemetry-proto"
+        ) from exc
     provider = TracerProvider(
         resource=Resource.create({"service.name": "smesh-extproc"}),
         sampler=ParentBased(TraceIdRatioBased(tracing.sampling_percent / 100.0)),
