@@ -165,11 +165,12 @@ async def _run(settings: StackSettings) -> int:
             bootstrap, envoy_admin, base_id=os.getpid() % 60000, log_path=logs / "envoy.log"
         ).start()
         await asyncio.to_thread(envoy.wait_ready, 60.0)
-        if extproc is not None and extproc_port is not None:
-            # Fail closed means a dead extproc answers every request with 500: say so now.
-            if not await asyncio.to_thread(wait_tcp, extproc_port, 30.0, extproc):
-                print(f"extproc did not start; see {logs / 'extproc.log'}", flush=True)
-                return 1
+        # Fail closed means a dead extproc answers every request with 500: say so now.
+        if extproc_port is not None and not await asyncio.to_thread(
+            wait_tcp, extproc_port, 30.0, extproc
+        ):
+            print(f"extproc did not start; see {logs / 'extproc.log'}", flush=True)
+            return 1
         listener = config.listeners[0]
         host = "127.0.0.1" if listener.address in ("0.0.0.0", "::") else listener.address
         print(
