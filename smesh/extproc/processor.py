@@ -28,7 +28,11 @@ from smesh.extproc.tokens import estimate_prompt_tokens, load_counter
 from smesh.xds.config import Model, Tenant
 from smesh.xds.resources import ERROR_HEADER, MODEL_HEADER, RESIDENCY_HEADER, TENANT_HEADER
 
-__all__ = ["Continue", "Decision", "Processor", "Reply"]
+__all__ = ["MAX_METERED_ANSWER", "Continue", "Decision", "Processor", "Reply"]
+
+# A JSON answer larger than this still reaches the client; its usage is then unknown and
+# the reservation is kept as the charge (see _settle).
+MAX_METERED_ANSWER = 64 << 20
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,6 @@ class Continue:
     remove_headers: list[str] = field(default_factory=list)
     body: bytes | None = None
     clear_route_cache: bool = False
-    stream_response: bool = False  # switch the response body to STREAMED (SSE)
 
 
 @dataclass
@@ -90,6 +93,8 @@ class Processor:
     first_byte: float | None = None
     settled: bool = False
     traceparent: str = ""
+    _answer: list[bytes] = field(default_factory=list)
+    _answer_size: int = 0
 
     # -- request headers -----------------------------------------------------------------
 
@@ -200,7 +205,6 @@ class Processor:
             self.meter = StreamMeter(
                 client_wants_usage=wants_usage, counter=load_counter(model.tokenizer)
             )
-            decision.stream_response = True
         if changed:
             decision.body = orjson.dumps(body)
             decision.set_headers["content-length"] = str(len(decision.body))
@@ -246,8 +250,14 @@ class Processor:
         if self.first_byte is None:
             self.first_byte = self.clock()
         if self.meter is None:
+            # JSON answers stream through untouched; keep their bytes for the usage field.
+            if self.status < 300 and self._answer_size + len(chunk) <= MAX_METERED_ANSWER:
+                self._answer.append(chunk)
+                self._answer_size += len(chunk)
             if end_of_stream:
-                self.usage = usage_from_json(chunk) if self.status < 300 else None
+                complete = self._answer_size <= MAX_METERED_ANSWER and self.status < 300
+                self.usage = usage_from_json(b"".join(self._answer)) if complete else None
+                self._answer.clear()
                 self._settle()
             return Continue()
         out = self.meter.feed(chunk, end_of_stream)
@@ -299,7 +309,12 @@ class Processor:
             seen = self.meter.completion_tokens_seen
             self.usage = Usage(prompt_tokens=self._estimate(), completion_tokens=seen)
         if self.reservation is not None:
-            actual = self.usage.total if self.usage else 0
+            if self.usage is not None:
+                actual = self.usage.total
+            elif 200 <= self.status < 300:
+                actual = self.reservation.tokens  # answered, usage unknown: charge the hold
+            else:
+                actual = 0  # refused upstream or abandoned before an answer: give it back
             try:
                 self.budgets.settle(self.reservation, actual)
             except BudgetUnavailable as exc:

@@ -14,7 +14,6 @@ from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
-from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from google.protobuf import json_format
@@ -28,9 +27,6 @@ __all__ = ["ExternalProcessorService"]
 log = logging.getLogger(__name__)
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_STREAM_RESPONSE = processing_mode_pb2.ProcessingMode(
-    response_body_mode=processing_mode_pb2.ProcessingMode.STREAMED
-)
 
 
 def _headers(message: ep.HttpHeaders) -> dict[str, str]:
@@ -85,8 +81,6 @@ def _respond(phase: str, decision: Decision) -> ep.ProcessingResponse:
     response = ep.ProcessingResponse()
     common = _common(decision, request_phase=phase.startswith("request"))
     getattr(response, phase).response.CopyFrom(common)
-    if decision.stream_response:
-        response.mode_override.CopyFrom(_STREAM_RESPONSE)
     return response
 
 

@@ -147,6 +147,17 @@ def test_embeddings(gw: Gateway) -> None:
     assert result.usage.prompt_tokens > 0
 
 
+def test_answer_larger_than_the_request_limit_is_served_and_metered(gw: Gateway) -> None:
+    """A 64 KiB request limit does not cap answers: a large embeddings batch comes back whole."""
+    inputs = [f"sentence number {i}" for i in range(400)]
+    raw = gw.client("embedder").embeddings.with_raw_response.create(model="embed", input=inputs)
+    assert len(raw.http_response.content) > 65536  # bigger than extproc.max_body_bytes
+    result = raw.parse()
+    assert len(result.data) == 400
+    assert result.usage.prompt_tokens > 400
+    assert 'tenant="embedder"' in gw.extprocs[0].metrics()
+
+
 def test_model_list_is_the_tenants_catalog(gw: Gateway) -> None:
     """/v1/models lists only what the tenant may use, answered without a model server."""
     ids = {m.id for m in gw.client("embedder").models.list()}

@@ -90,7 +90,7 @@ def test_ext_proc_sends_headers_and_buffers_bodies_both_ways() -> None:
     processor = _processor(config.ExtProc())
     mode = processor.processing_mode
     assert (mode.request_header_mode, mode.response_header_mode) == (MODE.SEND, MODE.SEND)
-    assert (mode.request_body_mode, mode.response_body_mode) == (MODE.BUFFERED, MODE.BUFFERED)
+    assert (mode.request_body_mode, mode.response_body_mode) == (MODE.BUFFERED, MODE.STREAMED)
     assert (mode.request_trailer_mode, mode.response_trailer_mode) == (MODE.SKIP, MODE.SKIP)
     assert processor.allow_mode_override
 

@@ -2,8 +2,9 @@
 
 Envoy calls extproc inline on one gRPC stream per HTTP request (DESIGN decisions 4-5):
 request headers and the buffered request body go out (tenant, model routing, guards),
-then response headers and the buffered response body (usage, redaction); extproc switches
-the response body to STREAMED for SSE per request, which needs ``allow_mode_override``.
+then response headers and the response body, STREAMED (usage; SSE rewriting) — see
+:func:`make_processing_mode` for why not BUFFERED as DESIGN.md first planned.
+``allow_mode_override`` stays on for processors that want to change modes per request.
 Defaults that were measured to break are raised here: the 200 ms ``message_timeout``, the
 4 MiB gRPC message cap (a buffered body travels in one message) and the cluster's 1,024
 concurrent-request circuit breaker (every HTTP request holds one gRPC stream open).
@@ -78,13 +79,19 @@ _BUFFERED = processing_mode_pb2.ProcessingMode.BUFFERED
 
 
 def make_processing_mode() -> processing_mode_pb2.ProcessingMode:
-    """Headers sent, bodies buffered, both directions; trailers skipped."""
+    """Headers sent both ways; request body buffered, response body streamed; no trailers.
+
+    The response is STREAMED, not BUFFERED: Envoy shares one buffer limit between the
+    two directions, so a buffered answer larger than the request limit (``max_body_bytes``,
+    e.g. a big embeddings batch) became a 500 (measured). extproc collects the chunks it
+    needs for usage itself; SSE answers are rewritten chunk by chunk as before.
+    """
     return processing_mode_pb2.ProcessingMode(
         request_header_mode=_SEND,
         request_body_mode=_BUFFERED,
         request_trailer_mode=processing_mode_pb2.ProcessingMode.SKIP,
         response_header_mode=_SEND,
-        response_body_mode=_BUFFERED,
+        response_body_mode=processing_mode_pb2.ProcessingMode.STREAMED,
         response_trailer_mode=processing_mode_pb2.ProcessingMode.SKIP,
     )
 
