@@ -71,6 +71,7 @@ EXTPROC_MAX_REQUESTS = 1_000_000
 EXTPROC_MAX_CONNECTIONS = 1024
 # HTTP/2 PINGs on idle connections: a silently dead extproc is noticed in seconds, not at
 # the next request.
+GRPC_STREAMS_PER_CONNECTION = 8
 KEEPALIVE_INTERVAL_S = 30.0
 KEEPALIVE_TIMEOUT_S = 5.0
 
@@ -148,7 +149,10 @@ def make_grpc_service_cluster(
         connection_keepalive=protocol_pb2.KeepaliveSettings(
             interval=seconds_to_duration(KEEPALIVE_INTERVAL_S),
             timeout=seconds_to_duration(KEEPALIVE_TIMEOUT_S),
-        )
+        ),
+        # Few streams per connection, so Envoy opens several: processes sharing the port
+        # with SO_REUSEPORT only share load when there are connections to spread.
+        max_concurrent_streams=int_to_uint32(GRPC_STREAMS_PER_CONNECTION),
     )
     options = http_protocol_options_pb2.HttpProtocolOptions(
         explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
