@@ -56,7 +56,12 @@ def _walk(node: yaml.Node, loc: Loc, out: _Located) -> Any:
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _walk(key_node, (*loc, "<key>"), out)
+            # Keys are field names: keep their text. YAML 1.1 would turn `on:` (retries.on),
+            # `yes:` or `no:` into booleans and the field would be "missing".
+            if isinstance(key_node, yaml.ScalarNode):
+                key: Any = key_node.value
+            else:
+                key = _walk(key_node, (*loc, "<key>"), out)
             if key in result:
                 out.issues.append(ConfigIssue((*loc, str(key)), "duplicate key"))
                 out.lines[(*loc, str(key))] = key_node.start_mark.line + 1

@@ -37,6 +37,7 @@ def test_up_serves_the_demo_mesh_and_stops_cleanly(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
     )
     try:
         assert process.stdout is not None
@@ -74,6 +75,11 @@ def test_up_serves_the_demo_mesh_and_stops_cleanly(tmp_path: Path) -> None:
         assert process.wait(30) == 0
         assert not [c for c in children if c.is_running() and c.status() != "zombie"]
     finally:
+        # Whatever happened, take the whole group down (simulators, extproc, Envoy too).
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

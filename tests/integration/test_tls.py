@@ -33,14 +33,18 @@ models: [{{name: chat, backends: [{{cluster: sim}}]}}]
 clusters: [{{name: sim, endpoints: ["127.0.0.1:{sim.port}"]}}]
 """
 
-    gateway = start_gateway(
-        tmp_path,
-        render,
-        ["acme"],
-        xds_args=("--tls-cert", str(pki.cert), "--tls-key", str(pki.key)),
-        extproc_args=("--tls-cert", str(pki.cert), "--tls-key", str(pki.key)),
-        xds_transport_socket=xds_tls_socket(str(pki.ca), sni="localhost"),
-    )
+    try:
+        gateway = start_gateway(
+            tmp_path,
+            render,
+            ["acme"],
+            xds_args=("--tls-cert", str(pki.cert), "--tls-key", str(pki.key)),
+            extproc_args=("--tls-cert", str(pki.cert), "--tls-key", str(pki.key)),
+            xds_transport_socket=xds_tls_socket(str(pki.ca), sni="localhost"),
+        )
+    except BaseException:
+        sim.stop()
+        raise
     try:
         response = httpx.post(
             f"{gateway.url}/v1/chat/completions",

@@ -77,7 +77,11 @@ models: [{{name: chat, backends: [{{cluster: sim}}]}}]
 clusters: [{{name: sim, endpoints: ["127.0.0.1:{sim.port}"]}}]
 """
 
-    gateway = start_gateway(tmp_path, render, ["acme"])
+    try:
+        gateway = start_gateway(tmp_path, render, ["acme"])
+    except BaseException:
+        sim.stop()
+        raise
     try:
         response = httpx.post(
             f"{gateway.url}/v1/chat/completions",

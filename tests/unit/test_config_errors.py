@@ -104,6 +104,14 @@ def test_error_names_file_line_and_field(old: str, new: str, expected: str) -> N
     assert any(line.startswith(expected) for line in lines), lines
 
 
+def test_yaml_boolean_words_as_keys_stay_field_names() -> None:
+    """`on:` (retries.on) is a field name, not YAML 1.1's boolean true."""
+    text = VALID.replace(
+        "    timeout: 30s", "    timeout: 30s\n    retries: {attempts: 1, on: [5xx]}"
+    )
+    assert parse_config(text).models[0].retries.on == ("5xx",)
+
+
 def test_yaml_syntax_error_has_a_line() -> None:
     """Broken YAML names the line where parsing failed."""
     lines = errors(
