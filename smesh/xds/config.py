@@ -7,6 +7,7 @@ exists, unique names) live in :mod:`smesh.xds.references`.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -299,6 +300,21 @@ class Jwt(_Strict):
         if (self.jwks is None) == (self.jwks_file is None):
             raise ValueError("give exactly one of jwks (inline JSON) or jwks_file")
         return self
+
+    @field_validator("jwks")
+    @classmethod
+    def _key_set(cls, jwks: str | None) -> str | None:
+        """Envoy NACKs a JWKS that is not JSON or holds no keys; say so at validation time."""
+        if jwks is None:
+            return None
+        try:
+            document = json.loads(jwks)
+        except ValueError as exc:
+            raise ValueError(f"jwks is not valid JSON: {exc}") from None
+        keys = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(keys, list) or not keys:
+            raise ValueError('jwks needs a non-empty "keys" list')
+        return jwks
 
 
 class GrpcService(_Strict):

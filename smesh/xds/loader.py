@@ -107,7 +107,8 @@ def _pydantic_issues(exc: ValidationError) -> Iterable[ConfigIssue]:
         elif err["type"] == "missing":
             message = "required field is missing"
         elif err["type"] == "string_pattern_mismatch":
-            message = f"{err['input']!r} is not a valid name"
+            pattern = err.get("ctx", {}).get("pattern", "")
+            message = f"{err['input']!r} does not match the expected form {pattern}"
         elif err["type"] in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
             message = message.replace("Input should be greater than or equal to", "must be >=")
             message = message.replace("Input should be less than or equal to", "must be <=")

@@ -6,6 +6,9 @@ from typing import Any
 
 from smesh.xds import config
 
+# A key set with one (dummy) key: config validation, like Envoy, rejects an empty one.
+JWKS = '{"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]}'
+
 
 def mesh(**document: Any) -> config.MeshConfig:
     """A MeshConfig from a ``mesh.yaml``-shaped dict (as an operator would write it)."""

@@ -167,3 +167,15 @@ def test_render_prints_envoy_resources(tmp_path: Path, capsys: pytest.CaptureFix
     assert set(rendered) == {"Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"}
     weights = rendered["RouteConfiguration"][0]["virtual_hosts"][0]["routes"][0]["route"]
     assert [c["weight"] for c in weights["weighted_clusters"]["clusters"]] == [90, 10]
+
+
+@pytest.mark.parametrize(
+    ("jwks", "message"),
+    [("not json", "jwks is not valid JSON"), ('{"keys": []}', 'non-empty "keys" list')],
+    ids=["not-json", "no-keys"],
+)
+def test_inline_jwks_is_checked(jwks: str, message: str) -> None:
+    """A JWKS Envoy would reject is a config error with its line, not a NACK later."""
+    text = f"extproc: {{}}\njwt:\n  issuer: x\n  jwks: '{jwks}'\n"
+    lines = errors(text)
+    assert lines[0].startswith("mesh.yaml:4: jwt.jwks:") and message in lines[0], lines

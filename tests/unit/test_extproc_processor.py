@@ -204,7 +204,8 @@ def test_jwt_claim_names_the_tenant(telemetry: Telemetry) -> None:
     """With a jwt section, the verified payload's claim picks the tenant; an unknown one is 401."""
     config = parse_config(
         CONFIG.replace(
-            "extproc: {}", "extproc: {}\njwt: {issuer: x, jwks: '{}', tenant_claim: team}"
+            "extproc: {}",
+            "extproc: {}\njwt: {issuer: x, jwks_file: /etc/jwks.json, tenant_claim: team}",
         )
     )
     policy = Policy.from_config(config)

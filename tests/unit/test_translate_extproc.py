@@ -41,7 +41,7 @@ from smesh.xds.translate.extproc import (
 from smesh.xds.translate.jwt import JWT_PROVIDER, make_jwt_filter
 from smesh.xds.translate.listener import make_listener
 from smesh.xds.translate.local_reply import make_local_reply_config
-from tests.unit.builders import mesh, sample_config
+from tests.unit.builders import JWKS, mesh, sample_config
 
 MODE = processing_mode_pb2.ProcessingMode
 
@@ -163,11 +163,11 @@ def test_extproc_cluster_breakers_allow_far_more_than_1024_streams() -> None:
 
 def test_jwt_provider_verifies_issuer_audiences_and_inline_jwks() -> None:
     """One provider: issuer, audiences, inline JWKS, payload in metadata, token not forwarded."""
-    jwt = config.Jwt(issuer="https://idp.example", audiences=("smesh",), jwks='{"keys": []}')
+    jwt = config.Jwt(issuer="https://idp.example", audiences=("smesh",), jwks=JWKS)
     provider = _jwt(jwt).providers[JWT_PROVIDER]
     assert provider.issuer == "https://idp.example"
     assert list(provider.audiences) == ["smesh"]
-    assert provider.local_jwks.inline_string == '{"keys": []}'
+    assert provider.local_jwks.inline_string == JWKS
     assert provider.payload_in_metadata == JWT_PAYLOAD_KEY
     assert not provider.forward
     [header] = provider.from_headers
@@ -184,7 +184,7 @@ def test_jwt_provider_reads_a_jwks_file() -> None:
 
 def test_jwt_rule_lets_api_keys_through() -> None:
     """Every path requires the provider OR missing/failed, so a bearer API key passes on."""
-    [rule] = _jwt(config.Jwt(issuer="i", jwks="{}")).rules
+    [rule] = _jwt(config.Jwt(issuer="i", jwks=JWKS)).rules
     assert rule.match.prefix == "/"
     either = rule.requires.requires_any.requirements
     assert [r.WhichOneof("requires_type") for r in either] == [
@@ -264,7 +264,7 @@ def test_no_extproc_means_no_edge_filters_and_no_extproc_cluster() -> None:
 
 def test_translate_orders_jwt_body_limit_ext_proc_router() -> None:
     """With jwt and extproc the chain is jwt_authn, buffer, ext_proc, router."""
-    cfg = _gateway(jwt={"issuer": "i", "jwks": "{}"})
+    cfg = _gateway(jwt={"issuer": "i", "jwks": JWKS})
     hcm = _hcm(translate(cfg)[LISTENER]["gateway"])
     assert [f.name for f in hcm.http_filters] == [
         JWT_FILTER,
