@@ -86,7 +86,10 @@ def _xds(args: argparse.Namespace) -> int:
             Path(args.tls_key),
             Path(args.tls_client_ca) if args.tls_client_ca else None,
         )
-    return main_xds(XdsSettings(Path(args.config), args.host, args.port, args.admin_port, tls))
+    state = Path(args.state_dir) if args.state_dir else None
+    return main_xds(
+        XdsSettings(Path(args.config), args.host, args.port, args.admin_port, tls, state)
+    )
 
 
 def _extproc(args: argparse.Namespace) -> int:
@@ -156,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help="serve ADS over TLS with this certificate")
     p.add_argument("--tls-key")
     p.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
+    p.add_argument(
+        "--state-dir",
+        default=".smesh/xds",
+        help="recent snapshots, so a restarted xds knows what reconnecting Envoys hold "
+        "('' keeps them in memory only)",
+    )
     p.set_defaults(func=_xds)
 
     p = sub.add_parser("extproc", help="run the ext_proc service")

@@ -147,7 +147,9 @@ async def _run(settings: StackSettings) -> int:
         _start_extproc(config_path, extproc_port, extproc_log) if extproc_port is not None else None
     )
     ports: asyncio.Future[tuple[int, int]] = loop.create_future()
-    xds_settings = XdsSettings(config_path, port=free_port(), admin_port=free_port())
+    xds_settings = XdsSettings(
+        config_path, port=free_port(), admin_port=free_port(), state_dir=state / "xds"
+    )
     xds = asyncio.create_task(
         run_xds(xds_settings, stop, compile_fn, lambda p, a: ports.set_result((p, a)))
     )

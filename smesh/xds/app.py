@@ -15,6 +15,7 @@ from smesh.xds.admin import make_admin_app
 from smesh.xds.cache import SnapshotCache
 from smesh.xds.config import Endpoint, MeshConfig
 from smesh.xds.filesource import FileSource
+from smesh.xds.history import SnapshotHistory
 from smesh.xds.server import ServerTls, start_server
 from smesh.xds.snapshot import Snapshot
 from smesh.xds.translate import translate
@@ -38,6 +39,7 @@ class XdsSettings:
     port: int = 18000
     admin_port: int = 18001
     tls: ServerTls | None = None
+    state_dir: Path | None = None  # snapshot history kept across restarts
 
 
 async def run_xds(
@@ -47,7 +49,8 @@ async def run_xds(
     on_ready: Callable[[int, int], None] | None = None,
 ) -> int:
     """Serve until ``stop`` is set; 1 if the first config is invalid, else 0."""
-    cache = SnapshotCache()
+    history = SnapshotHistory(settings.state_dir / "snapshots" if settings.state_dir else None)
+    cache = SnapshotCache(history=history)
     source = FileSource(settings.config, cache, compile_fn)
     if not source.reload():
         return 1

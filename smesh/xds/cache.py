@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from smesh.xds.history import SnapshotHistory
 from smesh.xds.snapshot import InconsistentSnapshot, Snapshot, check_consistency
 from smesh.xds.status import NodeRegistry
 
@@ -23,8 +24,11 @@ Watcher = Callable[[Snapshot], None]
 class SnapshotCache:
     """Holds the one snapshot every node gets, plus the per-node status registry."""
 
-    def __init__(self, registry: NodeRegistry | None = None) -> None:
+    def __init__(
+        self, registry: NodeRegistry | None = None, history: SnapshotHistory | None = None
+    ) -> None:
         self.registry = registry or NodeRegistry()
+        self.history = history or SnapshotHistory()
         self._snapshot: Snapshot | None = None
         self._watchers: list[Watcher] = []
 
@@ -43,6 +47,7 @@ class SnapshotCache:
         if self._snapshot is not None and self._snapshot.version == snapshot.version:
             return False
         self._snapshot = snapshot
+        self.history.add(snapshot)
         log.info("snapshot %s published", snapshot.version)
         for watcher in list(self._watchers):
             watcher(snapshot)

@@ -38,7 +38,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext,
     ) -> None:
-        stream = SotwStream(self._cache.registry)
+        stream = SotwStream(self._cache.registry, history=self._cache.history)
         outbox: asyncio.Queue[Responses | None] = asyncio.Queue()
 
         def on_snapshot(snapshot: Snapshot) -> None:

@@ -34,6 +34,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
+from smesh.xds.history import SnapshotHistory
 from smesh.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, LISTENER, ROUTE
 from smesh.xds.snapshot import Snapshot, _type_version, cluster_eds_name, route_clusters
 from smesh.xds.status import NodeRegistry
@@ -60,6 +61,7 @@ class _TypeState:
     accepted_messages: dict[str, Message] = field(default_factory=dict)
     # names to send even if unchanged (new subscriptions, EDS after a cluster change)
     force: set[str] = field(default_factory=set)
+    resumed: bool = False  # accepted state taken from history on a reconnect
 
     def wants(self, name: str, named_only: frozenset[str] = frozenset()) -> bool:
         return name in self.names or (self.wildcard and name not in named_only)
@@ -72,8 +74,10 @@ class SotwStream:
         self,
         registry: NodeRegistry,
         nonces: Callable[[], str] | None = None,
+        history: SnapshotHistory | None = None,
     ) -> None:
         self._registry = registry
+        self._history = history
         counter = itertools.count(1)
         self._nonce = nonces or (lambda: str(next(counter)))
         self._types: dict[str, _TypeState] = {t: _TypeState() for t in ADS_ORDER}
@@ -96,6 +100,8 @@ class SotwStream:
             return []  # a type we do not serve: the client's initial_fetch_timeout ends it
         if request.response_nonce and request.response_nonce != state.nonce:
             return []  # stale: a newer response is on its way; its ACK will follow
+        if not state.nonce and request.version_info and not request.response_nonce:
+            self._resume(request.type_url, request.version_info)
         if request.response_nonce:
             state.in_flight = False
             if request.HasField("error_detail"):
@@ -133,6 +139,26 @@ class SotwStream:
         for gone in set(state.sent) - state.names:
             if not state.wildcard:
                 del state.sent[gone]
+
+    def _resume(self, type_url: str, version: str) -> None:
+        """A reconnecting client holds ``version``: if we published it, take it as accepted.
+
+        Content-hash versions make this exact. The other types are taken from the same
+        snapshot until their own first request says otherwise, so the first CDS answer
+        already keeps the clusters the client's routes still use (make-before-break
+        across an xds restart).
+        """
+        snapshot = self._history.find(type_url, version) if self._history else None
+        if snapshot is None:
+            return
+        for other, state in self._types.items():
+            if state.nonce or (other != type_url and state.resumed):
+                continue
+            state.accepted = dict(snapshot.versions[other])
+            state.accepted_messages = dict(snapshot.resources[other])
+            state.sent = dict(state.accepted)
+            state.sent_messages = dict(state.accepted_messages)
+            state.resumed = True
 
     def _accept(self, type_url: str, state: _TypeState) -> None:
         before = dict(state.accepted)

@@ -105,6 +105,8 @@ class Xds:
                 str(self.port),
                 "--admin-port",
                 str(self.admin_port),
+                "--state-dir",
+                str(self.log_path.parent / f"xds-state-{self.port}"),
                 *self.extra_args,
             ],
             stdout=log,

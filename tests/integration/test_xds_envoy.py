@@ -221,3 +221,21 @@ def test_xds_restart_keeps_serving_and_reconverges(stack: Stack) -> None:
     status = stack.xds.status()["nodes"]["envoy-test"]
     assert status["streams"] == 1
     assert all(t["in_sync"] for t in status["types"].values())
+
+
+def test_xds_restart_with_a_repointed_route_keeps_serving(stack: Stack) -> None:
+    """Edited while xds was down (route moved, old cluster removed): the restart converges
+    without a single error, because the restarted xds knows what Envoy holds."""
+    stack.write(route_to="blue")
+    assert stack.envoy is not None
+    envoy = stack.envoy
+    wait_until(lambda: "green" not in envoy_clusters(envoy), timeout=10)
+    with Load(stack.url, "chat") as load:
+        wait_until(lambda: load.total > 30, timeout=10)
+        for new in ["green", "blue", "green"]:
+            stack.xds.stop()
+            served = cluster_requests(envoy, new)
+            stack.write(route_to=new)
+            stack.xds.start()
+            wait_until(lambda: cluster_requests(envoy, new) > served + 20, timeout=15)  # noqa: B023
+    assert load.non_2xx() == {}, load.non_2xx()

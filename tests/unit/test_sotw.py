@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from smesh.xds.app import compile_config
+from smesh.xds.history import SnapshotHistory
 from smesh.xds.loader import parse_config
 from smesh.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ROUTE_CONFIG_NAME
 from smesh.xds.snapshot import Snapshot, route_clusters
@@ -279,3 +282,28 @@ def test_api_listeners_go_only_to_clients_that_name_them() -> None:
     grpc_stream.on_snapshot(snap)
     [named] = FakeEnvoy(grpc_stream).request(LISTENER, ("svc.internal",))
     assert len(named.resources) == 1
+
+
+def test_reconnect_after_restart_keeps_clusters_the_held_routes_use(tmp_path: Path) -> None:
+    """A client reconnecting with versions we published keeps its route's cluster until a
+    route table without it is ACKed, even though this stream never sent it anything."""
+    history = SnapshotHistory(tmp_path)
+    before = snapshot(BASE)
+    history.add(before)
+    after = repointed()  # edited while the client was away: route to b, cluster a removed
+    history.add(after)
+    stream = SotwStream(NodeRegistry(), history=history)
+    stream.on_snapshot(after)
+    envoy = FakeEnvoy(stream)
+    [cds] = envoy.request(CLUSTER, version=before.type_version(CLUSTER))
+    assert envoy.names(CLUSTER) == {"a", "b"}  # "a" kept: the held route still uses it
+    assert envoy.request(CLUSTER, ack=cds) == []
+    [eds] = envoy.request(ENDPOINT, ("a", "b"), version=before.type_version(ENDPOINT))
+    assert envoy.request(LISTENER, version=before.type_version(LISTENER)) == []  # after EDS
+    [lds] = envoy.request(ENDPOINT, ("a", "b"), ack=eds)
+    assert lds.type_url == LISTENER
+    envoy.request(LISTENER, ack=lds)
+    [rds] = envoy.request(ROUTE, (ROUTE_CONFIG_NAME,), version=before.type_version(ROUTE))
+    assert envoy.route_clusters() == {"b"}
+    [shrunk] = envoy.request(ROUTE, (ROUTE_CONFIG_NAME,), ack=rds)
+    assert shrunk.type_url == CLUSTER and envoy.names(CLUSTER) == {"b"}
