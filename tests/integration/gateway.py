@@ -8,9 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -20,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from smesh.envoy_process import EnvoyProcess
 from smesh.extproc.keys import hash_api_key, new_api_key
 from smesh.ports import free_port, wait_http
-from tests.integration.harness import Simulator, Xds, start_envoy
+from tests.integration.harness import Simulator, Xds, start_envoy, start_simulator
 
 
 def _b64(data: bytes) -> str:
@@ -126,6 +128,15 @@ class Gateway:
         headers.setdefault("content-type", "application/json")
         return httpx.post(f"{self.url}{path}", content=body, headers=headers, timeout=20)
 
+    def chat(self, key: str, text: str = "hi", model: str = "chat") -> httpx.Response:
+        """One chat completion with ``key``, as raw HTTP (status and headers visible)."""
+        return httpx.post(
+            f"{self.url}/v1/chat/completions",
+            headers={"authorization": f"Bearer {key}"},
+            json={"model": model, "messages": [{"role": "user", "content": text}]},
+            timeout=10,
+        )
+
     def stop(self) -> None:
         self.envoy.stop()
         for extproc in self.extprocs:
@@ -171,4 +182,28 @@ def start_gateway(
     return Gateway(tmp, port, keys, xds, extprocs, envoy)
 
 
-__all__ = ["ExtProc", "Gateway", "JwtIssuer", "Simulator", "start_gateway"]
+SimRender = Callable[[int, int, int, dict[str, str]], str]
+
+
+@contextmanager
+def simulated_gateway(
+    tmp: Path, render: SimRender, tenants: list[str], **options: Any
+) -> Iterator[Gateway]:
+    """One simulator plus a gateway; ``render(sim_port, port, extproc_port, key_hashes)``.
+
+    Everything started is stopped, whichever step fails.
+    """
+    sim = start_simulator(tmp)
+    try:
+        gateway = start_gateway(
+            tmp, lambda port, ep, keys: render(sim.port, port, ep, keys), tenants, **options
+        )
+        try:
+            yield gateway
+        finally:
+            gateway.stop()
+    finally:
+        sim.stop()
+
+
+__all__ = ["ExtProc", "Gateway", "JwtIssuer", "Simulator", "simulated_gateway", "start_gateway"]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from smesh.extproc.keys import hash_api_key, new_api_key
-from tests.integration.gateway import start_gateway
-from tests.integration.harness import start_simulator, wait_until
+from tests.integration.gateway import simulated_gateway
+from tests.integration.harness import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -18,35 +17,24 @@ pytestmark = pytest.mark.integration
 def test_new_tenant_key_works_after_a_save_and_a_removed_one_stops(tmp_path: Path) -> None:
     """A saved new tenant's key works within seconds, a removed one is refused, and a broken
     save changes nothing."""
-    sim = start_simulator(tmp_path)
     late_key = new_api_key()
 
-    def render(port: int, extproc_port: int, keys: dict[str, str]) -> str:
+    def render(sim: int, port: int, extproc_port: int, keys: dict[str, str]) -> str:
         return f"""
 listeners: [{{name: gateway, port: {port}}}]
 extproc: {{port: {extproc_port}}}
 tenants:
   - {{name: first, api_keys: ["{keys["first"]}"]}}
 models: [{{name: chat, backends: [{{cluster: sim}}]}}]
-clusters: [{{name: sim, endpoints: ["127.0.0.1:{sim.port}"]}}]
+clusters: [{{name: sim, endpoints: ["127.0.0.1:{sim}"]}}]
 """
 
-    try:
-        gateway = start_gateway(tmp_path, render, ["first"])
-    except BaseException:
-        sim.stop()
-        raise
     config = tmp_path / "mesh.yaml"
+    with simulated_gateway(tmp_path, render, ["first"]) as gateway:
 
-    def status(key: str) -> int:
-        return httpx.post(
-            f"{gateway.url}/v1/chat/completions",
-            headers={"authorization": f"Bearer {key}"},
-            json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
-            timeout=10,
-        ).status_code
+        def status(key: str) -> int:
+            return gateway.chat(key).status_code
 
-    try:
         assert status(late_key) == 401
         original = config.read_text()
         config.write_text(
@@ -65,6 +53,3 @@ clusters: [{{name: sim, endpoints: ["127.0.0.1:{sim.port}"]}}]
         config.write_text(original)
         wait_until(lambda: status(late_key) == 401, timeout=10, step=0.1)
         assert status(gateway.keys["first"]) == 200
-    finally:
-        gateway.stop()
-        sim.stop()

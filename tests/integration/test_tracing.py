@@ -8,14 +8,13 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from smesh.ports import free_port
-from tests.integration.gateway import start_gateway
-from tests.integration.harness import start_simulator, wait_until
+from tests.integration.gateway import simulated_gateway
+from tests.integration.harness import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -65,31 +64,19 @@ def test_extproc_span_is_a_child_of_envoys(
 ) -> None:
     """One request gives Envoy spans and an extproc span in the same trace, parented by Envoy."""
     receiver, collector_port = collector
-    sim = start_simulator(tmp_path)
 
-    def render(port: int, extproc_port: int, keys: dict[str, str]) -> str:
+    def render(sim: int, port: int, extproc_port: int, keys: dict[str, str]) -> str:
         return f"""
 listeners: [{{name: gateway, port: {port}}}]
 extproc: {{port: {extproc_port}}}
 tracing: {{collector: "127.0.0.1:{collector_port}", service_name: smesh-test-gateway}}
 tenants: [{{name: acme, api_keys: ["{keys["acme"]}"]}}]
 models: [{{name: chat, backends: [{{cluster: sim}}]}}]
-clusters: [{{name: sim, endpoints: ["127.0.0.1:{sim.port}"]}}]
+clusters: [{{name: sim, endpoints: ["127.0.0.1:{sim}"]}}]
 """
 
-    try:
-        gateway = start_gateway(tmp_path, render, ["acme"])
-    except BaseException:
-        sim.stop()
-        raise
-    try:
-        response = httpx.post(
-            f"{gateway.url}/v1/chat/completions",
-            headers={"authorization": f"Bearer {gateway.keys['acme']}"},
-            json={"model": "chat", "messages": [{"role": "user", "content": "trace me"}]},
-            timeout=10,
-        )
-        assert response.status_code == 200
+    with simulated_gateway(tmp_path, render, ["acme"]) as gateway:
+        assert gateway.chat(gateway.keys["acme"], "trace me").status_code == 200
         wait_until(lambda: bool(receiver.of("smesh-extproc")), timeout=15, step=0.2)
         [extproc_span] = receiver.of("smesh-extproc")
         wait_until(
@@ -99,9 +86,6 @@ clusters: [{{name: sim, endpoints: ["127.0.0.1:{sim.port}"]}}]
             timeout=15,
             step=0.2,
         )
-    finally:
-        gateway.stop()
-        sim.stop()
     envoy_spans = [
         s for s in receiver.of("smesh-test-gateway") if s.trace_id == extproc_span.trace_id
     ]
