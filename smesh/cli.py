@@ -24,7 +24,7 @@ __all__ = ["main"]
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from smesh.xds.loader import ConfigError, load_config
+    from smesh.config.loader import ConfigError, load_config
 
     try:
         config = load_config(args.file)
@@ -40,8 +40,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from smesh.xds.config import Endpoint
-    from smesh.xds.loader import ConfigError, load_config
+    from smesh.config.loader import ConfigError, load_config
+    from smesh.config.schema import Endpoint
     from smesh.xds.resources import ADS_ORDER
     from smesh.xds.snapshot import check_consistency
     from smesh.xds.translate import translate

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from smesh.config.schema import Cluster, Endpoint, MeshConfig, Simulate
 from smesh.ports import free_port, wait_http
-from smesh.xds.config import Cluster, Endpoint, MeshConfig, Simulate
 
 __all__ = ["SimulatorPool"]
 

@@ -21,13 +21,13 @@ from string import Template
 from typing import IO, Any
 
 from smesh.children import stop_process
+from smesh.config.loader import ConfigError, load_config
+from smesh.config.schema import MeshConfig
 from smesh.envoy_process import EnvoyProcess, render_bootstrap
 from smesh.extproc.keys import hash_api_key, new_api_key
 from smesh.ports import free_port, wait_tcp
 from smesh.simpool import SimulatorPool
 from smesh.xds.app import XdsSettings, compile_config, run_xds
-from smesh.xds.config import MeshConfig
-from smesh.xds.loader import ConfigError, load_config
 from smesh.xds.snapshot import Snapshot
 
 __all__ = ["StackSettings", "run_stack", "status_table"]

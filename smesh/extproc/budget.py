@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from smesh.xds.config import Budgets
+from smesh.config.schema import Budgets
 
 __all__ = [
     "DAY_S",

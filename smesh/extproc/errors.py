@@ -10,25 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
+from smesh.contract import error_body
 
 __all__ = ["GatewayError", "error_body"]
-
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-    503: "service_unavailable",
-}
-
-
-def error_body(status: int, code: str, message: str) -> bytes:
-    kind = _TYPES.get(status, "api_error")
-    return orjson.dumps({"error": {"message": message, "type": kind, "code": code}})
 
 
 @dataclass(frozen=True)

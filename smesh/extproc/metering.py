@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 
+from smesh.config.schema import Price
 from smesh.extproc.sse import SseSplitter, event_data, format_event
 from smesh.extproc.tokens import TokenCounter
-from smesh.xds.config import Price
 
 __all__ = [
     "DONE_EVENT",

@@ -18,9 +18,9 @@ from typing import Protocol
 
 from watchfiles import watch
 
-from smesh.xds.config import MeshConfig, Model, Tenant
-from smesh.xds.loader import ConfigError, load_config
-from smesh.xds.resources import residency_key
+from smesh.config.loader import ConfigError, load_config
+from smesh.config.schema import MeshConfig, Model, Tenant
+from smesh.contract import residency_key
 
 __all__ = ["FilePolicySource", "Policy", "PolicySource", "StaticPolicySource"]
 

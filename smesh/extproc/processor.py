@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from smesh.config.schema import Model, Tenant
+from smesh.contract import ERROR_HEADER, MODEL_HEADER, RESIDENCY_HEADER, TENANT_HEADER
 from smesh.extproc.budget import BudgetStore, BudgetUnavailable, Reservation
 from smesh.extproc.endpoints import ENDPOINTS, EndpointSpec, ParsedRequest, parse_request
 from smesh.extproc.errors import GatewayError
@@ -25,8 +27,6 @@ from smesh.extproc.metering import StreamMeter, Usage, prepare_stream_request, u
 from smesh.extproc.policy import Policy
 from smesh.extproc.telemetry import RequestRecord, Telemetry
 from smesh.extproc.tokens import estimate_prompt_tokens, load_counter
-from smesh.xds.config import Model, Tenant
-from smesh.xds.resources import ERROR_HEADER, MODEL_HEADER, RESIDENCY_HEADER, TENANT_HEADER
 
 __all__ = ["MAX_METERED_ANSWER", "Continue", "Decision", "Processor", "Reply"]
 

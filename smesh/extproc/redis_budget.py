@@ -29,6 +29,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
+from smesh.config.schema import Budgets
 from smesh.extproc.budget import (
     DAY_S,
     MINUTE_S,
@@ -38,7 +39,6 @@ from smesh.extproc.budget import (
     check_tokens,
     refusal,
 )
-from smesh.xds.config import Budgets
 
 __all__ = ["RedisBudgetStore"]
 

@@ -27,15 +27,15 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from prometheus_client import start_http_server
 
+from smesh.config.loader import load_config
+from smesh.config.schema import BudgetStore as BudgetStoreConfig
+from smesh.config.schema import Tracing
 from smesh.extproc.budget import BudgetStore, MemoryBudgetStore
 from smesh.extproc.policy import FilePolicySource, PolicySource
 from smesh.extproc.processor import Processor
 from smesh.extproc.servicer import ExternalProcessorService
 from smesh.extproc.telemetry import Telemetry
 from smesh.extproc.tokens import load_counter
-from smesh.xds.config import BudgetStore as BudgetStoreConfig
-from smesh.xds.config import Tracing
-from smesh.xds.loader import load_config
 
 __all__ = ["ExtProcSettings", "make_budget_store", "make_server", "run_extproc"]
 

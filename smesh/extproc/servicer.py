@@ -18,9 +18,9 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from google.protobuf import json_format
 
+from smesh.contract import JWT_FILTER, JWT_PAYLOAD_KEY
 from smesh.extproc.errors import GatewayError
 from smesh.extproc.processor import Continue, Decision, Processor, Reply
-from smesh.xds.resources import JWT_FILTER, JWT_PAYLOAD_KEY
 
 __all__ = ["ExternalProcessorService"]
 

@@ -27,8 +27,8 @@ from typing import Any, Protocol
 import tiktoken
 from tokenizers import Tokenizer as HfTokenizer
 
+from smesh.config.schema import Tokenizer
 from smesh.sim.tokenizer import TOKENIZER_PATH, chat_prompt_text, load_tokenizer
-from smesh.xds.config import Tokenizer
 
 __all__ = [
     "CHAT_PATH",

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from smesh.config.schema import Endpoint, MeshConfig
 from smesh.xds.admin import make_admin_app
 from smesh.xds.cache import SnapshotCache
-from smesh.xds.config import Endpoint, MeshConfig
 from smesh.xds.filesource import FileSource
 from smesh.xds.history import SnapshotHistory
 from smesh.xds.server import ServerTls, start_server

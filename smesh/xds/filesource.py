@@ -15,9 +15,9 @@ from pathlib import Path
 
 from watchfiles import awatch
 
+from smesh.config.loader import ConfigError, load_config
+from smesh.config.schema import MeshConfig
 from smesh.xds.cache import SnapshotCache
-from smesh.xds.config import MeshConfig
-from smesh.xds.loader import ConfigError, load_config
 from smesh.xds.snapshot import InconsistentSnapshot, Snapshot
 
 __all__ = ["FileSource"]

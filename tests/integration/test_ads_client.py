@@ -14,10 +14,10 @@ import pytest
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from smesh.config.loader import parse_config
 from smesh.xds.app import compile_config
 from smesh.xds.cache import SnapshotCache
 from smesh.xds.client import AdsClient, AdsClientError
-from smesh.xds.loader import parse_config
 from smesh.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, LISTENER, ROUTE, ROUTE_CONFIG_NAME
 from smesh.xds.server import ServerTls, start_server
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import redis
 
+from smesh.config.schema import Budgets
 from smesh.extproc.budget import BudgetUnavailable, MemoryBudgetStore, Reservation
 from smesh.extproc.redis_budget import DAY_TTL_S, MINUTE_TTL_S, RedisBudgetStore
-from smesh.xds.config import Budgets
 from tests.redis_server import RedisServer, redis_server_fixture, running_redis
 
 pytestmark = pytest.mark.integration

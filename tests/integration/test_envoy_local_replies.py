@@ -26,9 +26,9 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from envoy.type.v3 import http_status_pb2
 
+from smesh.contract import ERROR_HEADER, MODEL_HEADER, RESIDENCY_HEADER
 from smesh.envoy_process import EnvoyProcess
 from smesh.ports import free_port
-from smesh.xds.resources import ERROR_HEADER, MODEL_HEADER, RESIDENCY_HEADER
 from tests.integration.harness import (
     Simulator,
     Xds,

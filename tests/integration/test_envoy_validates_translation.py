@@ -24,8 +24,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from smesh.xds import config
-from smesh.xds.references import check_references
+from smesh.config import schema as config
+from smesh.config.references import check_references
 from smesh.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ROUTE_CONFIG_NAME
 from smesh.xds.translate import translate
 

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from smesh.config.schema import Tokenizer
 from smesh.extproc.metering import (
     DONE_EVENT,
     StreamMeter,
@@ -18,7 +19,6 @@ from smesh.extproc.metering import (
 from smesh.extproc.sse import SseSplitter, event_data
 from smesh.extproc.tokens import CHAT_PATH, COMPLETIONS_PATH, estimate_prompt_tokens, load_counter
 from smesh.sim.settings import SimSettings
-from smesh.xds.config import Tokenizer
 from tests.integration.sim_fixtures import running_sim
 
 BODIES: dict[str, dict[str, Any]] = {

@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from smesh.config.loader import ConfigError, parse_config
 from smesh.ports import free_port
-from smesh.xds.loader import ConfigError, parse_config
 from tests.integration.harness import Xds, start_envoy, wait_until
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from smesh.xds import config
+from smesh.config import schema as config
 
 # A key set with one (dummy) key: config validation, like Envoy, rejects an empty one.
 JWKS = '{"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]}'

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
+from smesh.config.schema import Budgets
 from smesh.extproc.budget import Admission, MemoryBudgetStore, Reservation
-from smesh.xds.config import Budgets
 
 DAY0 = 1_700_000_000 // 86_400 * 86_400  # a UTC midnight
 T0 = DAY0 + 3_600.0  # 01:00:00 UTC: the start of a minute

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from smesh.cli import main
-from smesh.xds.loader import ConfigError, load_config, parse_config
+from smesh.config.loader import ConfigError, load_config, parse_config
 
 VALID = """\
 listeners:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
+from smesh.config import schema as config
 from smesh.extproc.keys import KEY_PREFIX, hash_api_key, key_matches, new_api_key
-from smesh.xds import config
 
 
 def test_new_keys_are_prefixed_long_and_unique() -> None:

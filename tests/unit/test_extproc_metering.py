@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from smesh.config.schema import Price, Tokenizer
 from smesh.extproc.metering import (
     DONE_EVENT,
     StreamMeter,
@@ -29,7 +30,6 @@ from smesh.sim.answers import (
 )
 from smesh.sim.protocol import parse_chat, parse_completion, parse_embeddings
 from smesh.sim.settings import SimSettings
-from smesh.xds.config import Price, Tokenizer
 
 ECHO = SimSettings(echo=True)
 FILLER = SimSettings(max_tokens=12)

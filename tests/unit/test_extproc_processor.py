@@ -9,12 +9,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from smesh.config.loader import parse_config
 from smesh.extproc.budget import MemoryBudgetStore
 from smesh.extproc.keys import hash_api_key
 from smesh.extproc.policy import Policy
 from smesh.extproc.processor import Continue, Processor, Reply
 from smesh.extproc.telemetry import Telemetry
-from smesh.xds.loader import parse_config
 
 KEY, OTHER = "sk-test-acme", "sk-test-tiny"
 CONFIG = f"""

@@ -11,6 +11,7 @@ import pytest
 from tokenizers import Tokenizer as HfTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from smesh.config.schema import Tokenizer
 from smesh.extproc.metering import usage_from_json
 from smesh.extproc.tokens import (
     CHAT_PATH,
@@ -25,7 +26,6 @@ from smesh.sim.answers import embeddings_body, plan_generation
 from smesh.sim.protocol import parse_chat, parse_completion, parse_embeddings
 from smesh.sim.settings import SimSettings
 from smesh.sim.tokenizer import chat_prompt_text, count_tokens
-from smesh.xds.config import Tokenizer
 
 BUILTIN = Tokenizer()
 MESSAGES: list[dict[str, Any]] = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from smesh.xds.loader import parse_config
+from smesh.config.loader import parse_config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

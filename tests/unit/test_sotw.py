@@ -9,9 +9,9 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from smesh.config.loader import parse_config
 from smesh.xds.app import compile_config
 from smesh.xds.history import SnapshotHistory
-from smesh.xds.loader import parse_config
 from smesh.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ROUTE_CONFIG_NAME
 from smesh.xds.snapshot import Snapshot, route_clusters
 from smesh.xds.sotw import SotwStream

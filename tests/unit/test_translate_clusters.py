@@ -9,7 +9,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import http_pb2
 
-from smesh.xds.references import check_references
+from smesh.config.references import check_references
 from smesh.xds.translate import TranslateError
 from smesh.xds.translate.clusters import HTTP_PROTOCOL_OPTIONS, make_clusters
 from tests.unit.builders import mesh, sample_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from smesh.xds import config
+from smesh.config import schema as config
 from smesh.xds.translate import TranslateError
 from smesh.xds.translate.endpoints import make_load_assignments, resolve_endpoints
 from tests.unit.builders import mesh, sample_config

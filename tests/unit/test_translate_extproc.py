@@ -20,16 +20,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
-from smesh.xds import config
-from smesh.xds.resources import (
-    CLUSTER,
-    ENDPOINT,
-    ERROR_HEADER,
-    EXTPROC_CLUSTER,
-    JWT_FILTER,
-    JWT_PAYLOAD_KEY,
-    LISTENER,
-)
+from smesh.config import schema as config
+from smesh.contract import ERROR_HEADER, JWT_FILTER, JWT_PAYLOAD_KEY
+from smesh.xds.resources import CLUSTER, ENDPOINT, EXTPROC_CLUSTER, LISTENER
 from smesh.xds.snapshot import Snapshot, check_consistency
 from smesh.xds.translate import make_http_filters, translate
 from smesh.xds.translate.clusters import HTTP_PROTOCOL_OPTIONS

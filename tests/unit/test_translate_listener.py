@@ -10,8 +10,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import empty_pb2
 
-from smesh.xds import config
-from smesh.xds.resources import MODEL_HEADER, ROUTE_CONFIG_NAME
+from smesh.config import schema as config
+from smesh.contract import MODEL_HEADER
+from smesh.xds.resources import ROUTE_CONFIG_NAME
 from smesh.xds.translate.listener import make_listener
 
 

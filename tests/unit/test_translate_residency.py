@@ -7,8 +7,9 @@ from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 
-from smesh.xds import config
-from smesh.xds.resources import CLUSTER, ENDPOINT, MODEL_HEADER, RESIDENCY_HEADER, ROUTE
+from smesh.config import schema as config
+from smesh.contract import MODEL_HEADER, RESIDENCY_HEADER
+from smesh.xds.resources import CLUSTER, ENDPOINT, ROUTE
 from smesh.xds.snapshot import Snapshot, check_consistency
 from smesh.xds.translate import translate
 from smesh.xds.translate.residency import residency_keys, residency_name, restrict_model

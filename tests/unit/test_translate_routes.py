@@ -11,7 +11,8 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import (
     previous_priorities_config_pb2,
 )
 
-from smesh.xds.resources import MODEL_HEADER, ROUTE_CONFIG_NAME
+from smesh.contract import MODEL_HEADER
+from smesh.xds.resources import ROUTE_CONFIG_NAME
 from smesh.xds.translate.routes import make_route_configuration, re2_escape
 from tests.unit.builders import mesh, sample_config
 

@@ -1,4 +1,4 @@
-"""Pure translators: a :class:`~smesh.xds.config.MeshConfig` → typed Envoy resources.
+"""Pure translators: a :class:`~smesh.config.schema.MeshConfig` → typed Envoy resources.
 
 Nothing here does I/O or keeps state: the same config (and the same simulator
 addresses) always gives the same messages, so every xds replica computes the same
@@ -19,7 +19,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf.message import Message
 
-from smesh.xds import config
+from smesh.config import schema as config
 from smesh.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, ROUTE_CONFIG_NAME
 from smesh.xds.translate._errors import TranslateError
 from smesh.xds.translate.clusters import make_cluster, make_clusters

@@ -28,7 +28,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import http_pb2
 from google.protobuf.message import Message
 
-from smesh.xds import config
+from smesh.config import schema as config
 from smesh.xds.resources import fallback_cluster_name
 from smesh.xds.translate._convert import int_to_uint32, message_to_any, seconds_to_duration
 from smesh.xds.translate._errors import TranslateError

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
-from smesh.xds import config
+from smesh.config import schema as config
 from smesh.xds.resources import fallback_cluster_name
 from smesh.xds.translate._convert import int_to_uint32
 from smesh.xds.translate._errors import TranslateError

@@ -36,8 +36,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
-from smesh.xds import config
-from smesh.xds.resources import EXTPROC_CLUSTER, JWT_FILTER
+from smesh.config import schema as config
+from smesh.contract import JWT_FILTER
+from smesh.xds.resources import EXTPROC_CLUSTER
 from smesh.xds.translate._convert import int_to_uint32, message_to_any, seconds_to_duration
 from smesh.xds.translate.clusters import HTTP_PROTOCOL_OPTIONS, make_tls_transport_socket
 

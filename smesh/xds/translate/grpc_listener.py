@@ -17,7 +17,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 
-from smesh.xds import config
+from smesh.config import schema as config
 from smesh.xds.translate._convert import message_to_any
 
 __all__ = ["grpc_route_name", "make_grpc_listener", "make_grpc_route_configuration"]

@@ -21,8 +21,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import empty_pb2
 
-from smesh.xds import config
-from smesh.xds.resources import JWT_FILTER, JWT_PAYLOAD_KEY
+from smesh.config import schema as config
+from smesh.contract import JWT_FILTER, JWT_PAYLOAD_KEY
 from smesh.xds.translate._convert import message_to_any
 
 __all__ = ["JWT_PROVIDER", "make_jwt_filter", "make_jwt_provider"]

@@ -27,7 +27,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import struct_pb2
 
-from smesh.xds.resources import ERROR_HEADER
+from smesh.contract import ERROR_HEADER
 from smesh.xds.translate._convert import message_to_any
 
 __all__ = [

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from smesh.xds import config
-from smesh.xds.resources import residency_key
+from smesh.config import schema as config
+from smesh.contract import residency_key
 
 __all__ = [
     "ResidencyRoute",

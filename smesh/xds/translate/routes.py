@@ -17,8 +17,6 @@ that carries the header never falls through to the unrestricted route.
 
 from __future__ import annotations
 
-import json
-
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
@@ -28,13 +26,9 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import (
 )
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
-from smesh.xds import config
-from smesh.xds.resources import (
-    MODEL_HEADER,
-    RESIDENCY_HEADER,
-    ROUTE_CONFIG_NAME,
-    fallback_cluster_name,
-)
+from smesh.config import schema as config
+from smesh.contract import MODEL_HEADER, RESIDENCY_HEADER, error_body
+from smesh.xds.resources import ROUTE_CONFIG_NAME, fallback_cluster_name
 from smesh.xds.translate._convert import int_to_uint32, message_to_any, seconds_to_duration
 from smesh.xds.translate.residency import ResidencyRoute, residency_keys, residency_routes
 
@@ -204,8 +198,7 @@ def _model_routes(cfg: config.MeshConfig, model: config.Model) -> list[rc_pb2.Ro
 
 
 def _error_body(message: str, code: str) -> str:
-    error = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-    return json.dumps(error, separators=(",", ":"))
+    return error_body(400, code, message).decode()
 
 
 def _response_header(key: str, value: str) -> base_pb2.HeaderValueOption:

@@ -15,7 +15,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
-from smesh.xds import config
+from smesh.config import schema as config
 from smesh.xds.resources import OTEL_COLLECTOR_CLUSTER
 from smesh.xds.translate._convert import message_to_any
 from smesh.xds.translate.extproc import make_grpc_service_cluster

@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from smesh.xds.config import MeshConfig
-from smesh.xds.references import ConfigIssue, check_references
+from smesh.config.references import ConfigIssue, check_references
+from smesh.config.schema import MeshConfig
 
 __all__ = ["ConfigError", "load_config", "parse_config"]
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from smesh.xds.config import MeshConfig
+from smesh.config.schema import MeshConfig
 
 __all__ = ["ConfigIssue", "check_references"]
 

@@ -2,7 +2,7 @@
 
 Pure data (pydantic v2); no gRPC, protobuf or Kubernetes imports. Field-level rules
 live on the models; rules that span the document (a backend naming a cluster that
-exists, unique names) live in :mod:`smesh.xds.references`.
+exists, unique names) live in :mod:`smesh.config.references`.
 """
 
 from __future__ import annotations
