@@ -122,7 +122,7 @@ def _key_new(args: argparse.Namespace) -> int:
 def _sim(args: argparse.Namespace) -> int:
     from smesh.sim.cli import main as sim_main
 
-    return sim_main(list(args.rest))
+    return sim_main(list(args.rest), prog="smesh sim")
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("tenant")
     k.set_defaults(func=_key_new)
 
+    # Every argument after `sim` (--help included) belongs to the simulator's own parser.
     p = sub.add_parser("sim", help="run the model simulator", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_sim)
 
     p = sub.add_parser("up", help="run the whole stack")
@@ -198,7 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "sim":
+        args.rest = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "xds" and args.tls_cert and not args.tls_key:
         print("--tls-cert needs --tls-key", file=sys.stderr)
         return 2

@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from smesh.config.schema import MeshConfig
+import re2
+
+from smesh.config.schema import BUILTIN_ENTITIES, Guard, MeshConfig
 
 __all__ = ["ConfigIssue", "check_references"]
 
@@ -43,7 +45,10 @@ def check_references(cfg: MeshConfig) -> list[ConfigIssue]:
         *_duplicates("models", cfg.models, "name"),
         *_duplicates("clusters", cfg.clusters, "name"),
         *_duplicates("grpc_services", cfg.grpc_services, "name"),
+        *_duplicates("guards", cfg.guards, "name"),
     ]
+    for g, guard in enumerate(cfg.guards):
+        issues.extend(_guard_issues(("guards", g), guard))
     clusters = {c.name: c for c in cfg.clusters}
     listener_names = {listener.name for listener in cfg.listeners}
     for g, service in enumerate(cfg.grpc_services):
@@ -122,7 +127,53 @@ def check_references(cfg: MeshConfig) -> list[ConfigIssue]:
                 issues.append(
                     ConfigIssue(("tenants", t, "regions", r), f"no cluster is in region {region!r}")
                 )
+        guard_names = {g.name for g in cfg.guards}
+        if tenant.guard is not None and tenant.guard not in guard_names:
+            issues.append(
+                ConfigIssue(("tenants", t, "guard"), f"unknown guard policy {tenant.guard!r}")
+            )
         for i, name in enumerate(tenant.models):
             if name != "*" and name not in model_names:
                 issues.append(ConfigIssue(("tenants", t, "models", i), f"unknown model {name!r}"))
     return issues
+
+
+def _guard_issues(where: tuple[str | int, ...], guard: Guard) -> Iterator[ConfigIssue]:
+    """Entity names that exist, custom patterns RE2 accepts, a key when hashing."""
+    pii = guard.pii
+    if pii is None:
+        return
+    custom_names = [c.name for c in pii.custom]
+    for c, custom in enumerate(pii.custom):
+        at = (*where, "pii", "custom", c)
+        if custom.name in BUILTIN_ENTITIES:
+            yield ConfigIssue((*at, "name"), f"{custom.name!r} is a built-in entity")
+        elif custom_names.index(custom.name) != c:
+            yield ConfigIssue((*at, "name"), f"duplicate custom entity {custom.name!r}")
+        try:
+            # RE2 runs in linear time: no pattern an operator writes can backtrack
+            # catastrophically; what RE2 cannot run (backreferences, lookaround) is refused.
+            compiled = re2.compile(custom.pattern)
+        except re2.error as exc:
+            yield ConfigIssue((*at, "pattern"), f"not a valid RE2 pattern: {exc}")
+            continue
+        if compiled.search("") is not None:
+            yield ConfigIssue((*at, "pattern"), "matches the empty string")
+    known = set(BUILTIN_ENTITIES) | set(custom_names)
+    for e, name in enumerate(pii.entities):
+        if name not in known:
+            yield ConfigIssue(
+                (*where, "pii", "entities", e),
+                f"unknown entity {name!r} (built-in: {', '.join(BUILTIN_ENTITIES)}; "
+                "or declare it under custom)",
+            )
+    if "hash" in (pii.prompts, pii.answers) and pii.hash_key_file is None:
+        yield ConfigIssue(
+            (*where, "pii", "hash_key_file"),
+            "action hash needs hash_key_file (an unkeyed hash of a phone number can be "
+            "reversed by guessing)",
+        )
+    if pii.restore and pii.prompts != "redact":
+        yield ConfigIssue(
+            (*where, "pii", "restore"), "restore needs prompts: redact (placeholders to restore)"
+        )

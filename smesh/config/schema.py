@@ -21,20 +21,28 @@ from pydantic import (
 )
 
 __all__ = [
+    "BUILTIN_ENTITIES",
+    "Audit",
     "Backend",
+    "BannedTerms",
     "BudgetStore",
     "Budgets",
     "CircuitBreakers",
     "Cluster",
+    "CustomEntity",
     "Endpoint",
     "ExtProc",
     "GrpcService",
+    "Guard",
     "HealthCheck",
+    "InjectionGuard",
     "Jwt",
     "Listener",
+    "LocalModel",
     "MeshConfig",
     "Model",
     "OutlierDetection",
+    "PiiGuard",
     "Price",
     "Retries",
     "Simulate",
@@ -75,11 +83,35 @@ class _Strict(BaseModel):
 
 
 class Listener(_Strict):
-    """Where Envoy accepts OpenAI-API traffic."""
+    """Where Envoy accepts OpenAI-API traffic, and how it treats the clients that connect.
+
+    Clients are external: Envoy appends the peer address to ``x-forwarded-for``, makes its
+    own ``x-request-id`` and trusts no client hop unless ``trusted_hops`` says how many
+    proxies in front of it to believe. The timeouts and the connection limit bound what
+    slow or idle clients can hold.
+    """
 
     name: Name
     port: Port
     address: str = "127.0.0.1"
+    trusted_hops: int = Field(
+        default=0, ge=0, le=16, description="proxies in front whose x-forwarded-for is believed"
+    )
+    request_headers_timeout: Duration = Field(
+        default=10.0, gt=0, description="time a client has to send all request headers"
+    )
+    stream_idle_timeout: Duration = Field(
+        default=120.0, gt=0, description="silence on a request or answer before it is reset"
+    )
+    idle_timeout: Duration = Field(
+        default=60.0, gt=0, description="a connection with no request open is closed after this"
+    )
+    max_connections: int = Field(
+        default=10_000, ge=1, description="open client connections; more are closed at once"
+    )
+    max_request_headers_kb: int = Field(
+        default=60, ge=1, le=8192, description="larger request headers get 431"
+    )
 
 
 class Budgets(_Strict):
@@ -96,6 +128,83 @@ class Tenant(_Strict):
     models: tuple[str, ...] = ("*",)
     regions: tuple[Name, ...] | None = None
     budgets: Budgets = Budgets()
+    guard: Name | None = Field(default=None, description="the guards[] policy this tenant gets")
+
+
+# What a guard does with what it finds. redact: typed, numbered placeholders; hash: a
+# keyed, stable hash; block: refuse (400, entity types named, never values); log: leave the
+# text, count; off: do not scan.
+PiiAction = Literal["redact", "hash", "block", "log", "off"]
+BUILTIN_ENTITIES = (
+    "EMAIL",
+    "PHONE",
+    "CREDIT_CARD",
+    "IBAN",
+    "US_SSN",
+    "IP_ADDRESS",
+    "SECRET",
+    "PERSON",
+)
+EntityName = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,31}$")]
+
+
+class CustomEntity(_Strict):
+    """An operator-defined entity: a name and an RE2 pattern (linear time, no backtracking)."""
+
+    name: EntityName
+    pattern: str = Field(min_length=1, max_length=1000)
+
+
+class LocalModel(_Strict):
+    """An optional model-based backend, loaded only from a local path (nothing is fetched)."""
+
+    kind: Literal["spacy", "onnx"]
+    path: str = Field(min_length=1)
+
+
+class PiiGuard(_Strict):
+    prompts: PiiAction = "redact"
+    answers: PiiAction = "off"
+    entities: tuple[EntityName, ...] = BUILTIN_ENTITIES
+    custom: tuple[CustomEntity, ...] = ()
+    restore: bool = Field(
+        default=False, description="placeholders in the answer map back for the same caller"
+    )
+    hash_key_file: str | None = Field(
+        default=None, description="secret for action hash (a guessable hash would reveal values)"
+    )
+    ner: LocalModel | None = None
+
+
+class InjectionGuard(_Strict):
+    action: Literal["block", "flag", "off"] = "block"
+    threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    model: LocalModel | None = None
+
+
+class BannedTerms(_Strict):
+    terms: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] = Field(min_length=1)
+    action: Literal["block", "flag"] = "block"
+
+
+class Guard(_Strict):
+    """A named guard policy; tenants name one (a tenant without one is never scanned)."""
+
+    name: Name
+    pii: PiiGuard | None = None
+    injection: InjectionGuard | None = None
+    banned_terms: BannedTerms | None = None
+
+
+class Audit(_Strict):
+    """The tamper-evident request log: hash-chained JSONL, keyed, rotated by size."""
+
+    path: str = ".smesh/audit.jsonl"
+    rotate_bytes: int = Field(default=100 << 20, ge=4096)
+    key_file: str | None = Field(
+        default=None, description="HMAC key; without it a new key is made next to the log"
+    )
+    queue_size: int = Field(default=10_000, ge=1, description="records waiting to be written")
 
 
 class Price(_Strict):
@@ -164,6 +273,11 @@ class Model(_Strict):
     )
     tokenizer: Tokenizer = Tokenizer()
     price: Price = Price()
+    failure_mode_allow: bool = Field(
+        default=False,
+        description="extproc unreachable: pass requests for this model through unprocessed "
+        "(no tenant check, no guard, no budget) instead of failing closed",
+    )
 
     @field_validator("backends")
     @classmethod
@@ -279,11 +393,20 @@ class ExtProc(_Strict):
     port: Port = 18080
     message_timeout: Duration = 5.0
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
-    failure_mode_allow: bool = False
     budget_store: BudgetStore = BudgetStore()
     tls: UpstreamTls | None = Field(
         default=None, description="TLS from Envoy to extproc (start it with --tls-cert/--tls-key)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "failure_mode_allow" in data:
+            raise ValueError(
+                "failure_mode_allow is set per model now (models[].failure_mode_allow); "
+                "remove it here"
+            )
+        return data
 
 
 class Jwt(_Strict):
@@ -340,6 +463,8 @@ class MeshConfig(_Strict):
     jwt: Jwt | None = None
     tracing: Tracing | None = None
     grpc_services: tuple[GrpcService, ...] = ()
+    guards: tuple[Guard, ...] = ()
+    audit: Audit | None = None
     tenants: tuple[Tenant, ...] = ()
     models: tuple[Model, ...] = ()
     clusters: tuple[Cluster, ...] = ()

@@ -92,9 +92,9 @@ def settings_from_args(args: argparse.Namespace) -> SimSettings:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m smesh.sim") -> int:
     """Run the simulator until SIGINT/SIGTERM; return the exit status."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
     settings = settings_from_args(args)
     if args.workers > 1:

@@ -234,7 +234,7 @@ def test_processor_down_fails_closed_with_json(tmp_path: Path) -> None:
     nothing = free_port()
     mesh = f"""
 listeners: [{{name: gateway, port: {{port}}}}]
-extproc: {{port: {nothing}, failure_mode_allow: false}}
+extproc: {{port: {nothing}}}
 models: [{{name: ok, backends: [{{cluster: sim}}]}}]
 clusters: [{{name: sim, endpoints: ["127.0.0.1:{sim.port}"]}}]
 """

@@ -109,7 +109,7 @@ def make_ext_proc_filter(ext: config.ExtProc) -> hcm_pb2.HttpFilter:
         ),
         processing_mode=make_processing_mode(),
         allow_mode_override=True,
-        failure_mode_allow=ext.failure_mode_allow,
+        failure_mode_allow=False,  # fail closed; a model opts out per route
         message_timeout=seconds_to_duration(ext.message_timeout),
         max_message_timeout=seconds_to_duration(max(MAX_MESSAGE_TIMEOUT_S, ext.message_timeout)),
         # The payload jwt_authn verified (under JWT_PAYLOAD_KEY) reaches extproc as
