@@ -119,6 +119,31 @@ def _key_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    from smesh.extproc.audit import AuditKeyError, read_key, verify
+
+    path = Path(args.file)
+    key = None
+    if args.key_file:
+        try:
+            key = read_key(Path(args.key_file))
+        except AuditKeyError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    scope = (
+        "hashes, links and MACs checked"
+        if key is not None
+        else "hashes and links only: without --key-file a rewrite of the whole log passes"
+    )
+    result = verify(path, key)
+    if not result.ok:
+        print(result.error)
+        print(f"({scope})", file=sys.stderr)
+        return 1
+    print(f"{path}: ok, {result.records} records in {result.files} file(s) ({scope})")
+    return 0
+
+
 def _sim(args: argparse.Namespace) -> int:
     from smesh.sim.cli import main as sim_main
 
@@ -183,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     k = keys.add_parser("new", help="print a new API key once, and the hash for the config")
     k.add_argument("tenant")
     k.set_defaults(func=_key_new)
+
+    p = sub.add_parser("audit", help="the tamper-evident audit log")
+    audit = p.add_subparsers(dest="audit_command", required=True)
+    a = audit.add_parser("verify", help="check a log and its rotated files (first bad line)")
+    a.add_argument("file", help="the live log (its rotated .NNNNNN files are checked first)")
+    a.add_argument("--key-file", help="the HMAC key: also check the MACs (detects a rewrite)")
+    a.set_defaults(func=_audit_verify)
 
     # Every argument after `sim` (--help included) belongs to the simulator's own parser.
     p = sub.add_parser("sim", help="run the model simulator", add_help=False)

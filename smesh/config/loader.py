@@ -5,11 +5,18 @@ Every error names the file, the line and the field, one per line::
     mesh.yaml:14: models[0].backends[1].weight: must be >= 0
 
 The YAML is composed (not just parsed) so that each value keeps the line it came from;
-pydantic's error locations are then mapped back to those lines.
+pydantic's error locations are then mapped back to those lines. A loaded config keeps
+that map (:class:`LocatedConfig`), so checks that run later — extproc compiling its
+policy, loading tokenizers — report their problems at the same ``file:line``.
+
+An empty document (an empty save, a file of comments) is an error, not "no listeners":
+applying it would take the gateway offline. Watchers read with :func:`read_settled`, so
+a file caught in the middle of a write is read again until two reads agree.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +28,15 @@ from pydantic import ValidationError
 from smesh.config.references import ConfigIssue, check_references
 from smesh.config.schema import MeshConfig
 
-__all__ = ["ConfigError", "load_config", "parse_config"]
+__all__ = [
+    "ConfigError",
+    "LocatedConfig",
+    "load_config",
+    "load_located",
+    "parse_config",
+    "parse_located",
+    "read_settled",
+]
 
 Loc = tuple[str | int, ...]
 
@@ -76,10 +91,13 @@ def _walk(node: yaml.Node, loc: Loc, out: _Located) -> Any:
     return _scalar(node)
 
 
-def _compose(text: str) -> _Located:
+def _compose(text: str) -> _Located | None:
+    """The document with its line map; ``None`` when it holds nothing (empty, comments)."""
     out = _Located()
     node = yaml.compose(text, Loader=yaml.SafeLoader)
-    out.data = {} if node is None else _walk(node, (), out)
+    if node is None or (isinstance(node, yaml.ScalarNode) and _scalar(node) is None):
+        return None  # nothing, comments only, or a bare "---"
+    out.data = _walk(node, (), out)
     return out
 
 
@@ -102,7 +120,13 @@ def _pydantic_issues(exc: ValidationError) -> Iterable[ConfigIssue]:
         # Pydantic puts union/validator tags ("function-before[...]") into locations.
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
         message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
+        if "api_keys" in loc:
+            # A plaintext key pasted here is a secret: never echo the value (logs, /status).
+            message = (
+                "not a key hash: expected sha256:<64 hex digits> (value not shown; "
+                "`smesh key new TENANT` prints the line to paste)"
+            )
+        elif err["type"] == "extra_forbidden":
             message = "unknown field"
         elif err["type"] == "missing":
             message = "required field is missing"
@@ -115,7 +139,30 @@ def _pydantic_issues(exc: ValidationError) -> Iterable[ConfigIssue]:
         yield ConfigIssue(loc, message)
 
 
-def parse_config(text: str, source: str = "<config>") -> MeshConfig:
+@dataclass(frozen=True)
+class LocatedConfig:
+    """A valid config and where each of its values came from."""
+
+    config: MeshConfig
+    source: str
+    lines: dict[Loc, int]
+
+    def locate(self, issues: Iterable[ConfigIssue]) -> list[str]:
+        """``file:line: field: message`` for each issue, in file order."""
+        return _format_issues(self.source, issues, self.lines)
+
+    def error(self, issues: Iterable[ConfigIssue]) -> ConfigError:
+        return ConfigError(self.locate(issues))
+
+
+def _format_issues(source: str, issues: Iterable[ConfigIssue], lines: dict[Loc, int]) -> list[str]:
+    return [
+        f"{source}:{_line_of(i.path, lines)}: {_format_loc(i.path)}: {i.message}"
+        for i in sorted(issues, key=lambda i: _line_of(i.path, lines))
+    ]
+
+
+def parse_located(text: str, source: str = "<config>") -> LocatedConfig:
     """Validate YAML text; raise :class:`ConfigError` listing every issue."""
     try:
         located = _compose(text)
@@ -125,6 +172,10 @@ def parse_config(text: str, source: str = "<config>") -> MeshConfig:
         raise ConfigError([f"{source}:{line}: YAML syntax: {exc.problem or exc}"]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}:1: YAML: {exc}"]) from exc
+    if located is None:
+        raise ConfigError(
+            [f"{source}:1: (document): the config is empty (no listeners, models or tenants)"]
+        )
     if not isinstance(located.data, dict):
         raise ConfigError([f"{source}:1: (document): must be a mapping of sections"])
     issues = list(located.issues)
@@ -136,21 +187,52 @@ def parse_config(text: str, source: str = "<config>") -> MeshConfig:
     if config is not None:
         issues.extend(check_references(config))
     if issues:
-        raise ConfigError(
-            [
-                f"{source}:{_line_of(i.path, located.lines)}: {_format_loc(i.path)}: {i.message}"
-                for i in sorted(issues, key=lambda i: _line_of(i.path, located.lines))
-            ]
-        )
+        raise ConfigError(_format_issues(source, issues, located.lines))
     assert config is not None
-    return config
+    return LocatedConfig(config, source, located.lines)
 
 
-def load_config(path: str | Path) -> MeshConfig:
-    """Read and validate a mesh config file."""
-    path = Path(path)
+def parse_config(text: str, source: str = "<config>") -> MeshConfig:
+    """Validate YAML text; raise :class:`ConfigError` listing every issue."""
+    return parse_located(text, source).config
+
+
+def read_settled(path: Path, settle_s: float = 0.05, timeout_s: float = 2.0) -> str:
+    """The file's text once two reads ``settle_s`` apart agree (a save is not mid-write).
+
+    Editors and scripts write in several steps (truncate, then write; write in chunks);
+    a watcher woken by the first step would otherwise apply half a file. Raises
+    :class:`ConfigError` when the file cannot be read, is not UTF-8, or keeps changing
+    for ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes()
+        while True:
+            time.sleep(settle_s)
+            again = path.read_bytes()
+            if again == text:
+                return text.decode("utf-8")
+            if time.monotonic() > deadline:
+                raise ConfigError([f"{path}:1: (document): still being written after {timeout_s}s"])
+            text = again
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}:1: cannot read: {exc}"]) from exc
-    return parse_config(text, source=str(path))
+
+
+def load_located(path: str | Path, settle_s: float = 0.0) -> LocatedConfig:
+    """Read and validate a mesh config file (re-reading until it settles when ``settle_s``)."""
+    path = Path(path)
+    if settle_s > 0:
+        text = read_settled(path, settle_s)
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{path}:1: cannot read: {exc}"]) from exc
+    return parse_located(text, source=str(path))
+
+
+def load_config(path: str | Path, settle_s: float = 0.0) -> MeshConfig:
+    """Read and validate a mesh config file."""
+    return load_located(path, settle_s).config

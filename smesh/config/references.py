@@ -47,6 +47,12 @@ def check_references(cfg: MeshConfig) -> list[ConfigIssue]:
         *_duplicates("grpc_services", cfg.grpc_services, "name"),
         *_duplicates("guards", cfg.guards, "name"),
     ]
+    if not cfg.listeners:
+        issues.append(
+            ConfigIssue(
+                ("listeners",), "at least one listener is needed (Envoy would serve nothing)"
+            )
+        )
     for g, guard in enumerate(cfg.guards):
         issues.extend(_guard_issues(("guards", g), guard))
     clusters = {c.name: c for c in cfg.clusters}
@@ -112,6 +118,13 @@ def check_references(cfg: MeshConfig) -> list[ConfigIssue]:
                             )
                         )
             used.add(name)
+    issues.extend(_tenant_issues(cfg, set(model_names)))
+    return issues
+
+
+def _tenant_issues(cfg: MeshConfig, model_names: set[str]) -> list[ConfigIssue]:
+    """Tenants need extproc; keys belong to one tenant; regions, guards and models exist."""
+    issues: list[ConfigIssue] = []
     if cfg.tenants and cfg.extproc is None:
         issues.append(
             ConfigIssue(
@@ -120,6 +133,18 @@ def check_references(cfg: MeshConfig) -> list[ConfigIssue]:
         )
     if cfg.jwt is not None and cfg.extproc is None:
         issues.append(ConfigIssue(("jwt",), "jwt needs an extproc section"))
+    key_owner: dict[str, str] = {}
+    for t, tenant in enumerate(cfg.tenants):
+        for k, digest in enumerate(tenant.api_keys):
+            owner = key_owner.setdefault(digest, tenant.name)
+            if owner != tenant.name or tenant.api_keys.index(digest) != k:
+                # One key, two tenants: which one a request belongs to would be arbitrary.
+                issues.append(
+                    ConfigIssue(
+                        ("tenants", t, "api_keys", k),
+                        f"this key hash is already listed for tenant {owner!r}",
+                    )
+                )
     regions = {c.region for c in cfg.clusters}
     for t, tenant in enumerate(cfg.tenants):
         for r, region in enumerate(tenant.regions or ()):

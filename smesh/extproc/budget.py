@@ -6,20 +6,22 @@ that only one of them fits in. The rules, shared by every store:
 
 - **Fixed windows.** Requests and tokens are counted per minute (``int(now // 60)``) and
   tokens per UTC day (``int(now // 86400)``). A limit set to ``None`` is unlimited.
-- **reserve** admits iff, for every configured limit, the amount already used in the
-  current window is *strictly below* the limit (requests: ``count < rpm``; tokens:
-  ``used < tpm`` and ``used < tpd``). Atomically with that check it adds one request
-  and ``tokens`` to the windows. So admitted tokens never exceed a budget by more than
-  one request's reservation, and no request is refused while any budget remains. A
-  refusal adds nothing; it names the refusing limit and ``retry_after``, the seconds
-  until that window ends (when several refuse, the one that resets last, because the
-  request cannot pass before it does).
+- **reserve** admits iff the request fits every configured limit: ``requests + 1 <= rpm``,
+  ``used + tokens <= tpm`` and ``used + tokens <= tpd`` in the current windows.
+  Atomically with that check it adds one request and ``tokens`` to the windows. So
+  reservations never take a window past its limit, and only a stream that runs past
+  its own reservation (see ``extend``) can. A refusal adds nothing; it names the
+  refusing limit and ``retry_after``, the seconds until that window ends (when several
+  refuse, the one that resets last, because the request cannot pass before it does).
+  A reservation larger than a whole limit can never fit: callers check
+  :func:`exceeds_limits` first and answer 400 rather than a 429 that no wait would cure.
 - **settle** replaces a reservation by the real usage: it adds ``actual - reserved``
   (possibly negative) to the token windows the reservation was counted in (its minute
   and day, not the current ones), never below 0. A window that has already expired is
   left alone. Calling it once per reservation is the caller's job.
 - **extend** is for a stream that runs past its reservation: the token rule of
-  ``reserve`` against the *current* windows (no request counted). It returns a
+  ``reserve`` (``used + tokens <= limit``) against the *current* windows (no request
+  counted). It returns a
   reservation holding the old tokens plus the new ones, moved to the current windows,
   or ``None`` when over budget (the caller then cuts the stream). Moving is exact for
   the settle that follows: a stream extends only once its usage passed the old
@@ -51,7 +53,9 @@ __all__ = [
     "BudgetUnavailable",
     "MemoryBudgetStore",
     "Reservation",
+    "exceeds_limits",
     "retry_after",
+    "window_of",
 ]
 
 MINUTE_S = 60
@@ -101,6 +105,20 @@ class BudgetStore(Protocol):
     def close(self) -> None: ...
 
 
+def window_of(now: float) -> tuple[int, int]:
+    """The (minute, UTC day) windows ``now`` falls in."""
+    return int(now // MINUTE_S), int(now // DAY_S)
+
+
+def exceeds_limits(limits: Budgets, tokens: int) -> str | None:
+    """The token limit a reservation of ``tokens`` is larger than on its own, if any."""
+    for name in (_TPM, _TPD):
+        limit: int | None = getattr(limits, name)
+        if limit is not None and tokens > limit:
+            return name
+    return None
+
+
 def retry_after(limit: str, now: float) -> float:
     """Seconds from ``now`` until the window of ``limit`` ends."""
     size = DAY_S if limit == _TPD else MINUTE_S
@@ -138,12 +156,12 @@ class MemoryBudgetStore:
         """Admit and count one request of ``tokens`` unless a window is already spent."""
         check_tokens(tokens)
         now = self._clock() if now is None else now
-        minute, day = int(now // MINUTE_S), int(now // DAY_S)
+        minute, day = window_of(now)
         keys = {_RPM: (tenant, _RPM, minute), _TPM: (tenant, _TPM, minute)}
         keys[_TPD] = (tenant, _TPD, day)
         with self._lock:
             self._prune(minute, day)
-            refused = self._refused(keys, limits)
+            refused = self._refused(keys, limits, {_RPM: 1, _TPM: tokens, _TPD: tokens})
             if refused:
                 return refusal(refused, now)
             self._add(keys[_RPM], 1)
@@ -157,12 +175,12 @@ class MemoryBudgetStore:
         """Add ``tokens`` to a running reservation, or ``None`` when a token budget is spent."""
         check_tokens(tokens)
         now = self._clock() if now is None else now
-        minute, day = int(now // MINUTE_S), int(now // DAY_S)
+        minute, day = window_of(now)
         tenant = reservation.tenant
         keys = {_TPM: (tenant, _TPM, minute), _TPD: (tenant, _TPD, day)}
         with self._lock:
             self._prune(minute, day)
-            if self._refused(keys, limits):
+            if self._refused(keys, limits, {_TPM: tokens, _TPD: tokens}):
                 return None
             self._add(keys[_TPM], tokens)
             self._add(keys[_TPD], tokens)
@@ -180,7 +198,7 @@ class MemoryBudgetStore:
     def used(self, tenant: str, now: float | None = None) -> dict[str, int]:
         """Current-window usage per limit name (for tests, metrics and status pages)."""
         now = self._clock() if now is None else now
-        minute, day = int(now // MINUTE_S), int(now // DAY_S)
+        minute, day = window_of(now)
         with self._lock:
             return {
                 _RPM: self._counts.get((tenant, _RPM, minute), 0),
@@ -191,11 +209,13 @@ class MemoryBudgetStore:
     def close(self) -> None:
         """Nothing to release; present for the protocol."""
 
-    def _refused(self, keys: dict[str, tuple[str, str, int]], limits: Budgets) -> list[str]:
+    def _refused(
+        self, keys: dict[str, tuple[str, str, int]], limits: Budgets, adding: dict[str, int]
+    ) -> list[str]:
         refused = []
         for name, key in keys.items():
             limit: int | None = getattr(limits, name)
-            if limit is not None and self._counts.get(key, 0) >= limit:
+            if limit is not None and self._counts.get(key, 0) + adding[name] > limit:
                 refused.append(name)
         return refused
 

@@ -1,4 +1,9 @@
-"""The tenant and model policy extproc enforces, compiled once per config version.
+"""The tenant and model policy extproc enforces, compiled whole once per config version.
+
+Compiling does everything a request would otherwise discover too late: every model's
+tokenizer is loaded (a bad path is a located config error at reload, not a 500 on the
+next request), each tenant's usable models are worked out once, and the lookups the hot
+path needs are precomputed. A policy that fails to compile is never swapped in.
 
 extproc reads it through :class:`PolicySource`. Today the source is the mesh YAML
 (:class:`FilePolicySource`, hot-reloaded like xds does); when the smesh.v1 policy
@@ -7,39 +12,57 @@ resources arrive over ADS, only the source changes — ``current()`` stays the i
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from watchfiles import watch
 
-from smesh.config.loader import ConfigError, load_config
+from smesh.config.loader import ConfigError, LocatedConfig, load_located
+from smesh.config.references import ConfigIssue
 from smesh.config.schema import MeshConfig, Model, Tenant
 from smesh.contract import residency_key
+from smesh.extproc.tokens import TokenCounter, load_counter
 
 __all__ = ["FilePolicySource", "Policy", "PolicySource", "StaticPolicySource"]
 
 log = logging.getLogger(__name__)
 
+# Two reads this far apart must agree before a save is applied (a save caught mid-write).
+SETTLE_S = 0.05
+
 
 @dataclass(frozen=True)
 class Policy:
-    """Lookups the hot path needs, precomputed (no scans per request)."""
+    """Lookups the hot path needs, precomputed (no scans, sets or sorts per request)."""
 
     config: MeshConfig
-    tenants_by_key: Mapping[str, Tenant]
+    tenants_by_key: Mapping[str, Tenant]  # SHA-256 hex digest -> tenant
     tenants_by_name: Mapping[str, Tenant]
     models: Mapping[str, Model]  # canonical names and aliases
-    model_regions: Mapping[str, frozenset[str]]  # canonical name -> regions it can run in
-    catalog: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # tenant -> model ids
+    usable: Mapping[str, frozenset[str]]  # tenant -> canonical models it may use
+    listed: Mapping[str, frozenset[str]]  # tenant -> canonical models it lists (any region)
+    catalog: Mapping[str, tuple[str, ...]]  # tenant -> model ids for /v1/models
+    residency: Mapping[str, str | None]  # tenant -> RESIDENCY_HEADER value
+    counters: Mapping[str, TokenCounter]  # canonical model -> its tokenizer
 
     @classmethod
-    def from_config(cls, config: MeshConfig) -> Policy:
+    def compile(cls, located: LocatedConfig) -> Policy:
+        """The policy of a valid config; :class:`ConfigError` (located) if any part fails."""
+        config = located.config
+        counters: dict[str, TokenCounter] = {}
+        issues: list[ConfigIssue] = []
+        for m, model in enumerate(config.models):
+            try:
+                counters[model.name] = load_counter(model.tokenizer)
+            except ValueError as exc:
+                issues.append(ConfigIssue(("models", m, "tokenizer", "path"), str(exc)))
+        if issues:
+            raise located.error(issues)
         regions = {c.name: c.region for c in config.clusters}
         models: dict[str, Model] = {}
         model_regions: dict[str, frozenset[str]] = {}
@@ -48,28 +71,50 @@ class Policy:
                 models[name] = model
             clusters = [b.cluster for b in model.backends] + list(model.fallback)
             model_regions[model.name] = frozenset(r for c in clusters if (r := regions.get(c)))
-        by_key = {
-            digest.removeprefix("sha256:"): tenant
-            for tenant in config.tenants
-            for digest in tenant.api_keys
-        }
-        policy = cls(
+        listed: dict[str, frozenset[str]] = {}
+        usable: dict[str, frozenset[str]] = {}
+        for tenant in config.tenants:
+            wanted = set(tenant.models)
+            listed[tenant.name] = frozenset(
+                m.name for m in config.models if "*" in wanted or wanted & set(m.names)
+            )
+            allowed_regions = None if tenant.regions is None else set(tenant.regions)
+            usable[tenant.name] = frozenset(
+                name
+                for name in listed[tenant.name]
+                if allowed_regions is None or model_regions[name] & allowed_regions
+            )
+        return cls(
             config=config,
-            tenants_by_key=by_key,
+            tenants_by_key={
+                digest.removeprefix("sha256:"): tenant
+                for tenant in config.tenants
+                for digest in tenant.api_keys
+            },
             tenants_by_name={t.name: t for t in config.tenants},
             models=models,
-            model_regions=model_regions,
+            usable=usable,
+            listed=listed,
+            catalog={
+                tenant.name: tuple(
+                    name
+                    for model in config.models
+                    if model.name in usable[tenant.name]
+                    for name in model.names
+                )
+                for tenant in config.tenants
+            },
+            residency={
+                t.name: None if t.regions is None else residency_key(t.regions)
+                for t in config.tenants
+            },
+            counters=counters,
         )
-        catalog = {
-            tenant.name: tuple(
-                name
-                for model in config.models
-                if policy.may_use(tenant, model)
-                for name in model.names
-            )
-            for tenant in config.tenants
-        }
-        return dataclasses.replace(policy, catalog=catalog)
+
+    @classmethod
+    def from_config(cls, config: MeshConfig) -> Policy:
+        """Compile a config that has no file behind it (tests, benchmarks)."""
+        return cls.compile(LocatedConfig(config, "<config>", {}))
 
     def tenant_for_key(self, api_key: str) -> Tenant | None:
         """The tenant owning ``api_key``; only SHA-256 digests are stored or compared."""
@@ -77,18 +122,13 @@ class Policy:
 
     def may_use(self, tenant: Tenant, model: Model) -> bool:
         """Listed for the tenant and (for a residency-bound tenant) runnable in its regions."""
-        if "*" not in tenant.models and not set(model.names) & set(tenant.models):
-            return False
-        return self.in_regions(tenant, model)
+        return model.name in self.usable.get(tenant.name, frozenset())
 
-    def in_regions(self, tenant: Tenant, model: Model) -> bool:
-        if tenant.regions is None:
-            return True
-        return bool(self.model_regions[model.name] & set(tenant.regions))
-
-    @staticmethod
-    def residency(tenant: Tenant) -> str | None:
-        return None if tenant.regions is None else residency_key(tenant.regions)
+    def refusal_reason(self, tenant: Tenant, model: Model) -> str:
+        """Why ``tenant`` may not use ``model`` (kept for the audit record, never sent)."""
+        if model.name in self.listed.get(tenant.name, frozenset()):
+            return "region_not_allowed"
+        return "model_not_allowed"
 
 
 class PolicySource(Protocol):
@@ -100,8 +140,8 @@ class PolicySource(Protocol):
 class StaticPolicySource:
     """A fixed policy (tests, benchmarks)."""
 
-    def __init__(self, config: MeshConfig) -> None:
-        self._policy = Policy.from_config(config)
+    def __init__(self, config: MeshConfig | Policy) -> None:
+        self._policy = config if isinstance(config, Policy) else Policy.from_config(config)
 
     def current(self) -> Policy:
         return self._policy
@@ -111,11 +151,17 @@ class StaticPolicySource:
 
 
 class FilePolicySource:
-    """The mesh YAML, reloaded on every valid save; an invalid save keeps the last policy."""
+    """The mesh YAML, reloaded on every valid save; anything invalid keeps the last policy.
+
+    A save is read until it settles, validated and compiled whole (tokenizers loaded)
+    before it replaces the current policy. Any failure — a located config error, or an
+    unexpected exception — is logged and leaves the watcher running.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).resolve()
-        self._policy = Policy.from_config(load_config(self.path))  # fails loudly at start
+        self._policy = Policy.compile(load_located(self.path))  # fails loudly at start
+        self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="policy-watch", daemon=True)
         self._thread.start()
@@ -125,25 +171,36 @@ class FilePolicySource:
 
     def reload(self) -> bool:
         try:
-            self._policy = Policy.from_config(load_config(self.path))
+            self._policy = Policy.compile(load_located(self.path, settle_s=SETTLE_S))
         except ConfigError as exc:
+            self.errors = exc.lines
             for line in exc.lines:
                 log.error("invalid config, keeping the last good policy: %s", line)
             return False
+        except Exception as exc:
+            self.errors = [f"{self.path}:1: (policy): {type(exc).__name__}: {exc}"]
+            log.exception("compiling the policy failed, keeping the last good one")
+            return False
+        self.errors = []
         log.info("policy reloaded from %s", self.path)
         return True
 
     def _watch(self) -> None:
         target = str(self.path)
-        for _ in watch(
-            self.path.parent,
-            watch_filter=lambda _change, path: path == target,
-            debounce=100,
-            step=20,
-            stop_event=self._stop,
-            rust_timeout=500,
-        ):
-            self.reload()
+        while not self._stop.is_set():
+            try:
+                for _ in watch(
+                    self.path.parent,
+                    watch_filter=lambda _change, path: path == target,
+                    debounce=100,
+                    step=20,
+                    stop_event=self._stop,
+                    rust_timeout=500,
+                ):
+                    self.reload()
+            except Exception:
+                log.exception("watching %s failed; watching again in 1s", target)
+                self._stop.wait(1.0)
 
     def close(self) -> None:
         self._stop.set()

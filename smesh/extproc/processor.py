@@ -1,44 +1,69 @@
 """One request's trip through extproc, phase by phase, without gRPC.
 
-Envoy calls four phases per request (DESIGN.md decision 4): request headers (who is
-calling, which endpoint), request body (which model, may they, reserve budget, rewrite),
-response headers (status, overhead header, stream or not), response body (usage, settle,
-for SSE chunk by chunk). Each method returns a decision — :class:`Continue` or
-:class:`Reply` — that the servicer turns into protobuf. Nothing here logs prompt or
-answer text.
+Envoy calls up to four phases per request (DESIGN.md decision 4): request headers (who
+is calling, which endpoint), request body (which model, may they, reserve budget,
+rewrite), response headers and response body (usage, settle; SSE chunk by chunk).
+
+The work is done by small steps, each a function with typed inputs and a decision or a
+:class:`GatewayError` out: :func:`~smesh.extproc.auth.authenticate`,
+:func:`~smesh.extproc.routing.resolve_model`,
+:func:`~smesh.extproc.admission.reservation_tokens` / :func:`~smesh.extproc.admission.reserve`,
+:func:`~smesh.extproc.endpoints.serialise_body`. :class:`Processor` only runs them in
+order; what it carries is split in two: :class:`Deps` (shared by every request: stores,
+telemetry, clock) and :class:`RequestState` (this request's own state, nothing else).
+Each phase returns a :class:`Continue` or :class:`Reply` that the servicer turns into
+protobuf. Nothing here logs prompt or answer text.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from smesh.config.schema import Model, Tenant
-from smesh.contract import ERROR_HEADER, MODEL_HEADER, RESIDENCY_HEADER, TENANT_HEADER
+from smesh.contract import (
+    ERROR_HEADER,
+    MODEL_HEADER,
+    OVERHEAD_HEADER,
+    RESIDENCY_HEADER,
+    TENANT_HEADER,
+)
+from smesh.extproc.admission import completion_cap, has_budgets, reservation_tokens, reserve
+from smesh.extproc.auth import authenticate
 from smesh.extproc.budget import BudgetStore, BudgetUnavailable, Reservation
-from smesh.extproc.endpoints import ENDPOINTS, EndpointSpec, ParsedRequest, parse_request
+from smesh.extproc.endpoints import (
+    ENDPOINTS,
+    EndpointSpec,
+    ParsedRequest,
+    check_content_type,
+    parse_request,
+    serialise_body,
+)
 from smesh.extproc.errors import GatewayError
 from smesh.extproc.metering import StreamMeter, Usage, prepare_stream_request, usage_from_json
 from smesh.extproc.policy import Policy
+from smesh.extproc.routing import model_list, resolve_model
 from smesh.extproc.telemetry import RequestRecord, Telemetry
-from smesh.extproc.tokens import estimate_prompt_tokens, load_counter
+from smesh.extproc.tokens import estimate_prompt_tokens
 
-__all__ = ["MAX_METERED_ANSWER", "Continue", "Decision", "Processor", "Reply"]
+__all__ = [
+    "MAX_METERED_ANSWER",
+    "Continue",
+    "Decision",
+    "Deps",
+    "Processor",
+    "Reply",
+    "RequestState",
+]
 
 # A JSON answer larger than this still reaches the client; its usage is then unknown and
 # the reservation is kept as the charge (see _settle).
 MAX_METERED_ANSWER = 64 << 20
-
-log = logging.getLogger(__name__)
-
-OVERHEAD_HEADER = "x-smesh-overhead-ms"
-# Client-supplied copies of the headers the route table trusts are always replaced/removed.
-_TRUSTED = (MODEL_HEADER, TENANT_HEADER, RESIDENCY_HEADER)
+# Headers the upstream must never see from a client; Envoy removes them too (route level),
+# so that no failure mode lets them through.
+CREDENTIAL_HEADERS = ("authorization", "api-key")
 
 
 @dataclass
@@ -70,31 +95,46 @@ class Reply:
 Decision = Continue | Reply
 
 
-@dataclass
-class Processor:
-    """State for one HTTP request. Not shared between requests or threads."""
+@dataclass(frozen=True)
+class Deps:
+    """What every request shares: the budget store, telemetry, the clock."""
 
-    policy: Policy
     budgets: BudgetStore
     telemetry: Telemetry
     clock: Callable[[], float] = time.monotonic
-    overhead_s: float = 0.0
-    # filled as the phases go
+
+
+@dataclass
+class RequestState:
+    """One request's state, filled as the phases go. Not shared between requests."""
+
+    policy: Policy
+    started: float = 0.0
+    traceparent: str = ""
     tenant: Tenant | None = None
     spec: EndpointSpec | None = None
     model: Model | None = None
     request: ParsedRequest | None = None
     reservation: Reservation | None = None
-    prompt_estimate: int = 0
+    prompt_estimate: int | None = None
     status: int = 0
     meter: StreamMeter | None = None
     usage: Usage | None = None
-    started: float = 0.0
     first_byte: float | None = None
+    overhead_s: float = 0.0
     settled: bool = False
-    traceparent: str = ""
-    _answer: list[bytes] = field(default_factory=list)
-    _answer_size: int = 0
+    answer: list[bytes] = field(default_factory=list)
+    answer_size: int = 0
+
+
+class Processor:
+    """Runs one request's steps in order; holds its dependencies and its state apart."""
+
+    __slots__ = ("deps", "state")
+
+    def __init__(self, deps: Deps, policy: Policy) -> None:
+        self.deps = deps
+        self.state = RequestState(policy)
 
     # -- request headers -----------------------------------------------------------------
 
@@ -104,239 +144,207 @@ class Processor:
         jwt_claims: Mapping[str, Any] | None,
         end_of_stream: bool = False,
     ) -> Decision:
-        self.started = self.clock()
-        self.traceparent = self.traceparent or headers.get("traceparent", "")
+        state = self.state
+        state.started = self.deps.clock()
+        state.traceparent = state.traceparent or headers.get("traceparent", "")
         path = headers.get(":path", "").split("?", 1)[0]
         method = headers.get(":method", "")
         try:
-            self.tenant = self._authenticate(headers, jwt_claims)
-            if path == "/v1/models" or path.startswith("/v1/models/"):
-                return self._models(method, path)
+            state.tenant = authenticate(state.policy, headers, jwt_claims)
+            if path.rstrip("/") == "/v1/models" or path.startswith("/v1/models/"):
+                return self._reply(200, model_list(state.policy, state.tenant, method, path))
             spec = ENDPOINTS.get(path)
             if spec is None:
                 raise GatewayError(404, "unknown_endpoint", f"no such endpoint: {path[:200]}")
             if method != "POST":
                 raise GatewayError(405, "method_not_allowed", f"{path} takes POST")
+            check_content_type(headers.get("content-type"))
             if end_of_stream:
                 raise GatewayError(400, "empty_body", "the request body is empty; send JSON")
-            self.spec = spec
+            state.spec = spec
         except GatewayError as err:
             return self._refuse(err)
         return Continue()
 
-    def _authenticate(
-        self, headers: Mapping[str, str], jwt_claims: Mapping[str, Any] | None
-    ) -> Tenant:
-        jwt = self.policy.config.jwt
-        if jwt is not None and jwt_claims is not None:
-            name = jwt_claims.get(jwt.tenant_claim)
-            tenant = self.policy.tenants_by_name.get(name) if isinstance(name, str) else None
-            if tenant is None:
-                raise GatewayError(401, "unknown_tenant", "the token names no known tenant")
-            return tenant
-        auth = headers.get("authorization", "")
-        key = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("api-key", "")
-        if not key:
-            raise GatewayError(401, "missing_api_key", "send an API key: Authorization: Bearer KEY")
-        tenant = self.policy.tenant_for_key(key)
-        if tenant is None:
-            raise GatewayError(401, "invalid_api_key", "the API key is not valid")
-        return tenant
-
-    def _models(self, method: str, path: str) -> Reply:
-        if method != "GET":
-            raise GatewayError(405, "method_not_allowed", "/v1/models takes GET")
-        assert self.tenant is not None
-        names = self.policy.catalog.get(self.tenant.name, ())
-        entries = [{"id": n, "object": "model", "created": 0, "owned_by": "smesh"} for n in names]
-        if path != "/v1/models":
-            wanted = path.removeprefix("/v1/models/")
-            entry = next((e for e in entries if e["id"] == wanted), None)
-            if entry is None:
-                raise GatewayError(404, "model_not_found", f"model {wanted[:200]!r} not found")
-            return self._reply(200, orjson.dumps(entry))
-        return self._reply(200, orjson.dumps({"object": "list", "data": entries}))
-
     def _reply(self, status: int, body: bytes) -> Reply:
-        self.status = status
+        self.state.status = status
         return Reply(status, body, {"content-type": "application/json"})
 
     # -- request body ----------------------------------------------------------------------
 
     def request_body(self, raw: bytes) -> Decision:
-        assert self.spec is not None and self.tenant is not None
+        state = self.state
+        assert state.spec is not None and state.tenant is not None
+        spec, tenant, policy = state.spec, state.tenant, state.policy
         try:
-            request = parse_request(self.spec, raw)
-            model = self.policy.models.get(request.model)
-            if model is None:
-                raise GatewayError(
-                    404, "model_not_found", f"model {request.model[:200]!r} not found"
+            request = parse_request(spec, raw)
+            model = resolve_model(policy, tenant, request.model)
+            state.model, state.request = model, request
+            completion_cap(spec, model, request)  # over the model's max_tokens: 400
+            if has_budgets(tenant.budgets):
+                tokens = reservation_tokens(
+                    spec, model, request, policy.counters[model.name], tenant.budgets
                 )
-            if not self.policy.may_use(self.tenant, model):
-                in_region = self.policy.in_regions(self.tenant, model)
-                code = "model_not_allowed" if in_region else "region_not_allowed"
-                raise GatewayError(403, code, f"tenant may not use model {model.name!r} ({code})")
-            self.model, self.request = model, request
-            self._reserve(model, request)
+                state.reservation = reserve(self.deps.budgets, tenant.name, tenant.budgets, tokens)
+            body = self._upstream_body(spec, model, request)
         except GatewayError as err:
             return self._refuse(err)
         decision = Continue(
-            set_headers={MODEL_HEADER: model.name, TENANT_HEADER: self.tenant.name},
-            remove_headers=["authorization", "api-key"],
+            set_headers={
+                MODEL_HEADER: model.name,
+                TENANT_HEADER: tenant.name,
+                "content-length": str(len(body)),
+            },
+            remove_headers=list(CREDENTIAL_HEADERS),
+            body=body,
             clear_route_cache=True,
         )
-        residency = self.policy.residency(self.tenant)
+        residency = policy.residency.get(tenant.name)
         if residency is not None:
             decision.set_headers[RESIDENCY_HEADER] = residency
-        else:
+        else:  # Envoy drops client copies early; this holds even if that config is missing
             decision.remove_headers.append(RESIDENCY_HEADER)
-        body = request.body
-        changed = False
-        if request.model != model.name:
-            body = {**body, "model": model.name}  # aliases reach the server as its own name
-            changed = True
-        if self.spec.completes and request.max_tokens is None:
-            # The reservation assumed the model's cap: make the server honour it too.
-            body = {**body, "max_tokens": model.max_tokens}
-            changed = True
-        if request.stream:
-            body, wants_usage = prepare_stream_request(body)
-            changed = True
-            self.meter = StreamMeter(
-                client_wants_usage=wants_usage, counter=load_counter(model.tokenizer)
-            )
-        if changed:
-            decision.body = orjson.dumps(body)
-            decision.set_headers["content-length"] = str(len(decision.body))
         return decision
 
-    def _reserve(self, model: Model, request: ParsedRequest) -> None:
-        assert self.tenant is not None and self.spec is not None
-        limits = self.tenant.budgets
-        if not (limits.requests_per_minute or limits.tokens_per_minute or limits.tokens_per_day):
-            return
-        tokens = 0
-        if limits.tokens_per_minute or limits.tokens_per_day:
-            # Tokenizing costs ~0.2 ms per KB of prompt (measured): only when tokens count.
-            cap = (request.max_tokens or model.max_tokens) if self.spec.completes else 0
-            tokens = self._estimate() + cap
-        try:
-            admission = self.budgets.reserve(self.tenant.name, limits, tokens)
-        except BudgetUnavailable as exc:
-            log.error("budget store unavailable, refusing (fail closed): %s", exc)
-            raise GatewayError(
-                503, "budget_store_unavailable", "the budget store is unreachable; try again"
-            ) from None
-        if not admission.admitted:
-            raise GatewayError(
-                429,
-                "budget_exceeded",
-                f"tenant {self.tenant.name!r} is over its {admission.limit} budget",
-                retry_after=max(1, int(admission.retry_after + 0.999)),
+    def _upstream_body(self, spec: EndpointSpec, model: Model, request: ParsedRequest) -> bytes:
+        """The body that goes upstream: always re-serialised (see :mod:`.endpoints`)."""
+        body = request.body
+        if request.model != model.name:
+            body = {**body, "model": model.name}  # aliases reach the server as its own name
+        if spec.completes and request.max_tokens is None:
+            # The reservation assumed the model's cap: make the server honour it too.
+            body = {**body, "max_tokens": model.max_tokens}
+        if request.stream:
+            body, wants_usage = prepare_stream_request(body)
+            # Deltas are tokenised only when a token budget could cut the stream.
+            limits = self.state.tenant.budgets if self.state.tenant else None
+            counts = limits is not None and bool(limits.tokens_per_minute or limits.tokens_per_day)
+            self.state.meter = StreamMeter(
+                client_wants_usage=wants_usage,
+                counter=self.state.policy.counters[model.name] if counts else None,
             )
-        self.reservation = admission.reservation
+        return serialise_body(body)
 
     # -- response ------------------------------------------------------------------------
 
     def response_headers(self, headers: Mapping[str, str]) -> Decision:
+        state = self.state
         status = headers.get(":status", "0")
-        self.status = int(status) if status.isdigit() else 0
-        if self.status >= 300 and self.meter is not None:
-            self.meter = None  # an error answer is JSON, not a stream
-        overhead_ms = (self.overhead_s + 0.0) * 1000
-        return Continue(set_headers={OVERHEAD_HEADER: f"{overhead_ms:.2f}"})
+        state.status = int(status) if status.isdigit() else 0
+        if state.status >= 300 and state.meter is not None:
+            state.meter = None  # an error answer is JSON, not a stream
+        return Continue(set_headers={OVERHEAD_HEADER: f"{state.overhead_s * 1000:.2f}"})
 
     def response_body(self, chunk: bytes, end_of_stream: bool) -> Decision:
-        if self.first_byte is None:
-            self.first_byte = self.clock()
-        if self.meter is None:
+        state = self.state
+        if state.first_byte is None:
+            state.first_byte = self.deps.clock()
+        if state.meter is None:
             # JSON answers stream through untouched; keep their bytes for the usage field.
-            if self.status < 300 and self._answer_size + len(chunk) <= MAX_METERED_ANSWER:
-                self._answer.append(chunk)
-                self._answer_size += len(chunk)
+            if state.status < 300 and state.answer_size + len(chunk) <= MAX_METERED_ANSWER:
+                state.answer.append(chunk)
+            state.answer_size += len(chunk)
             if end_of_stream:
-                complete = self._answer_size <= MAX_METERED_ANSWER and self.status < 300
-                self.usage = usage_from_json(b"".join(self._answer)) if complete else None
-                self._answer.clear()
+                complete = state.answer_size <= MAX_METERED_ANSWER and state.status < 300
+                state.usage = usage_from_json(b"".join(state.answer)) if complete else None
+                state.answer.clear()
                 self._settle()
             return Continue()
-        out = self.meter.feed(chunk, end_of_stream)
-        if not self.meter.is_cut and self._over_budget():
-            out += self.meter.cut("the tenant's token budget is exhausted")
+        out = state.meter.feed(chunk, end_of_stream)
+        if not state.meter.is_cut and (cut := self._over_budget()) is not None:
+            out += cut
         if end_of_stream:
-            self.usage = self.meter.usage
+            state.usage = state.meter.usage
             self._settle()
         return Continue(body=out)
 
     def _estimate(self) -> int:
         """The prompt's token count with the model's own tokenizer (computed once)."""
-        if self.prompt_estimate == 0 and self.model and self.request and self.spec:
-            counter = load_counter(self.model.tokenizer)
-            self.prompt_estimate = estimate_prompt_tokens(
-                self.spec.path, self.request.body, counter
-            )
-        return self.prompt_estimate
+        state = self.state
+        if state.prompt_estimate is None:
+            state.prompt_estimate = 0
+            if state.model and state.request and state.spec:
+                counter = state.policy.counters[state.model.name]
+                state.prompt_estimate = estimate_prompt_tokens(
+                    state.spec.path, state.request.body, counter
+                )
+        return state.prompt_estimate
 
-    def _over_budget(self) -> bool:
-        """A stream past its reservation asks for more; refused means it is cut."""
-        if self.reservation is None or self.meter is None or self.tenant is None:
-            return False
-        used = self._estimate() + self.meter.completion_tokens_seen
-        if used <= self.reservation.tokens:
-            return False
-        extra = max(used - self.reservation.tokens, 64)  # ask in steps, not per token
+    def _over_budget(self) -> bytes | None:
+        """A stream past its reservation asks for more; the closing events when refused."""
+        state = self.state
+        if state.reservation is None or state.meter is None or state.tenant is None:
+            return None
+        limits = state.tenant.budgets
+        if not (limits.tokens_per_minute or limits.tokens_per_day):
+            return None  # only requests are counted: there is no token budget to outrun
+        used = self._estimate() + state.meter.completion_tokens_seen
+        if used <= state.reservation.tokens:
+            return None
+        extra = max(used - state.reservation.tokens, 64)  # ask in steps, not per token
         try:
-            extended = self.budgets.extend(self.reservation, self.tenant.budgets, extra)
+            extended = self.deps.budgets.extend(state.reservation, limits, extra)
         except BudgetUnavailable:
-            return True  # fail closed
+            # Fail closed, and say why: the budget is not known to be spent.
+            return state.meter.cut(
+                "the budget store is unreachable; the answer was cut",
+                "budget_store_unavailable",
+                type_="service_unavailable",
+            )
         if extended is None:
-            return True
-        self.reservation = extended
-        return False
+            return state.meter.cut("the tenant's token budget is exhausted")
+        state.reservation = extended
+        return None
 
     # -- end -------------------------------------------------------------------------------
 
     def _refuse(self, err: GatewayError) -> Reply:
-        self.status = err.status
-        self.telemetry.refused(self.tenant.name if self.tenant else "", err.status, err.code)
+        state = self.state
+        state.status = err.status
+        tenant = state.tenant.name if state.tenant else ""
+        self.deps.telemetry.refused(tenant, err.status, err.recorded_reason)
         return Reply.error(err)
 
     def _settle(self) -> None:
-        if self.settled:
+        state = self.state
+        if state.settled:
             return
-        self.settled = True
-        if self.usage is None and self.meter is not None and self.status < 300:
-            seen = self.meter.completion_tokens_seen
-            self.usage = Usage(prompt_tokens=self._estimate(), completion_tokens=seen)
-        if self.reservation is not None:
-            if self.usage is not None:
-                actual = self.usage.total
-            elif 200 <= self.status < 300:
-                actual = self.reservation.tokens  # answered, usage unknown: charge the hold
+        state.settled = True
+        if state.usage is None and state.meter is not None and state.status < 300:
+            seen = state.meter.completion_tokens_seen
+            state.usage = Usage(prompt_tokens=self._estimate(), completion_tokens=seen)
+        if state.reservation is not None:
+            if state.usage is not None:
+                actual = state.usage.total
+            elif 200 <= state.status < 300:
+                actual = state.reservation.tokens  # answered, usage unknown: charge the hold
             else:
                 actual = 0  # refused upstream or abandoned before an answer: give it back
-            try:
-                self.budgets.settle(self.reservation, actual)
-            except BudgetUnavailable as exc:
-                log.error("could not settle a reservation (it expires with its window): %s", exc)
-        if self.tenant is None or self.model is None:
+            if state.reservation.tokens or actual:
+                try:
+                    self.deps.budgets.settle(state.reservation, actual)
+                except BudgetUnavailable as exc:
+                    self.deps.telemetry.settle_failed(exc)
+        if state.tenant is None or state.model is None:
             return
-        now = self.clock()
-        self.telemetry.record(
+        now = self.deps.clock()
+        self.deps.telemetry.record(
             RequestRecord(
-                tenant=self.tenant.name,
-                model=self.model.name,
-                endpoint=self.spec.path if self.spec else "",
-                status=self.status,
-                usage=self.usage,
-                cost=self.model.price.cost(self.usage.prompt_tokens, self.usage.completion_tokens)
-                if self.usage
+                tenant=state.tenant.name,
+                model=state.model.name,
+                endpoint=state.spec.path if state.spec else "",
+                status=state.status,
+                usage=state.usage,
+                cost=state.model.price.cost(
+                    state.usage.prompt_tokens, state.usage.completion_tokens
+                )
+                if state.usage
                 else 0.0,
-                duration_s=now - self.started,
-                ttft_s=(self.first_byte - self.started) if self.first_byte else None,
-                overhead_s=self.overhead_s,
-                streamed=self.meter is not None,
-                traceparent=self.traceparent,
+                duration_s=now - state.started,
+                ttft_s=(state.first_byte - state.started) if state.first_byte else None,
+                overhead_s=state.overhead_s,
+                streamed=state.meter is not None,
+                traceparent=state.traceparent,
             )
         )
 

@@ -32,12 +32,12 @@ from redis.retry import Retry
 from smesh.config.schema import Budgets
 from smesh.extproc.budget import (
     DAY_S,
-    MINUTE_S,
     Admission,
     BudgetUnavailable,
     Reservation,
     check_tokens,
     refusal,
+    window_of,
 )
 
 __all__ = ["RedisBudgetStore"]
@@ -53,22 +53,22 @@ local function add(key, amount, ttl)
     redis.call('EXPIRE', key, ttl)
   end
 end
-local function spent(key, limit)
-  return limit > 0 and tonumber(redis.call('GET', key) or '0') >= limit
+local function over(key, limit, amount)
+  return limit > 0 and tonumber(redis.call('GET', key) or '0') + amount > limit
 end
 """
 
 # KEYS: rpm, tpm, tpd. ARGV: rpm, tpm, tpd limits (0 = unlimited), tokens, ttls.
-# Returns 0 when admitted, else a bit mask of the spent windows (1 rpm, 2 tpm, 4 tpd).
+# Returns 0 when admitted, else a bit mask of the windows it does not fit (1 rpm, 2 tpm, 4 tpd).
 _RESERVE = (
     _ADD
     + """
-local refused, bits = 0, {1, 2, 4}
+local tokens = tonumber(ARGV[4])
+local refused, bits, amounts = 0, {1, 2, 4}, {1, tokens, tokens}
 for i = 1, 3 do
-  if spent(KEYS[i], tonumber(ARGV[i])) then refused = refused + bits[i] end
+  if over(KEYS[i], tonumber(ARGV[i]), amounts[i]) then refused = refused + bits[i] end
 end
 if refused > 0 then return refused end
-local tokens = tonumber(ARGV[4])
 add(KEYS[1], 1, ARGV[5])
 add(KEYS[2], tokens, ARGV[5])
 add(KEYS[3], tokens, ARGV[6])
@@ -80,7 +80,10 @@ return 0
 _EXTEND = (
     _ADD
     + """
-if spent(KEYS[1], tonumber(ARGV[1])) or spent(KEYS[2], tonumber(ARGV[2])) then return 0 end
+local tokens = tonumber(ARGV[3])
+if over(KEYS[1], tonumber(ARGV[1]), tokens) or over(KEYS[2], tonumber(ARGV[2]), tokens) then
+  return 0
+end
 add(KEYS[1], tonumber(ARGV[3]), ARGV[4])
 add(KEYS[2], tonumber(ARGV[3]), ARGV[5])
 return 1
@@ -133,7 +136,7 @@ class RedisBudgetStore:
         """Admit and count one request of ``tokens`` unless a window is already spent."""
         check_tokens(tokens)
         now = time.time() if now is None else now
-        minute, day = int(now // MINUTE_S), int(now // DAY_S)
+        minute, day = window_of(now)
         keys = [
             self.key(tenant, "rpm", minute),
             self.key(tenant, "tpm", minute),
@@ -158,7 +161,7 @@ class RedisBudgetStore:
         """Add ``tokens`` to a running reservation, or ``None`` when a token budget is spent."""
         check_tokens(tokens)
         now = time.time() if now is None else now
-        minute, day = int(now // MINUTE_S), int(now // DAY_S)
+        minute, day = window_of(now)
         keys = [
             self.key(reservation.tenant, "tpm", minute),
             self.key(reservation.tenant, "tpd", day),
@@ -185,7 +188,7 @@ class RedisBudgetStore:
     def used(self, tenant: str, now: float | None = None) -> dict[str, int]:
         """Current-window usage per limit name (for tests, metrics and status pages)."""
         now = time.time() if now is None else now
-        minute, day = int(now // MINUTE_S), int(now // DAY_S)
+        minute, day = window_of(now)
         names = [name for _, name in _LIMIT_BITS]
         keys = [
             self.key(tenant, "rpm", minute),

@@ -10,10 +10,15 @@ shared budget store (Redis).
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
 import multiprocessing
+import os
 import signal
+import sys
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +37,15 @@ from smesh.config.schema import BudgetStore as BudgetStoreConfig
 from smesh.config.schema import Tracing
 from smesh.extproc.budget import BudgetStore, MemoryBudgetStore
 from smesh.extproc.policy import FilePolicySource, PolicySource
-from smesh.extproc.processor import Processor
+from smesh.extproc.processor import Deps, Processor
 from smesh.extproc.servicer import ExternalProcessorService
 from smesh.extproc.telemetry import Telemetry
-from smesh.extproc.tokens import load_counter
 
 __all__ = ["ExtProcSettings", "make_budget_store", "make_server", "run_extproc"]
 
 log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 _OPTIONS = [
     ("grpc.so_reuseport", 1),
@@ -80,8 +86,10 @@ def make_server(
 ) -> tuple[grpc.Server, int]:
     """A started ext_proc server; ``address`` port 0 picks one (returned)."""
 
+    deps = Deps(budgets=budgets, telemetry=telemetry)
+
     def new_processor() -> Processor:
-        return Processor(policy=policy.current(), budgets=budgets, telemetry=telemetry)
+        return Processor(deps, policy.current())
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="extproc"),
@@ -130,20 +138,56 @@ def _credentials(settings: ExtProcSettings) -> grpc.ServerCredentials | None:
     )
 
 
-def _serve_one(settings: ExtProcSettings, index: int) -> None:
+def _die_with_parent(parent: int, stop: threading.Event) -> None:
+    """A worker must not outlive the process that started it (kill -9 of the parent).
+
+    Orphans would keep serving an old policy on the shared port and hold the metrics
+    ports, so a restarted extproc could not start. Linux delivers SIGTERM to the worker
+    the moment its parent dies (PR_SET_PDEATHSIG); a watcher thread that polls the parent
+    id covers other systems and the race where the parent died before prctl ran.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            if os.getppid() != parent:
+                log.error("extproc parent %d is gone; this worker stops", parent)
+                stop.set()
+
+    if os.getppid() != parent:
+        stop.set()
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _start_metrics(port: int, address: str, timeout: float = 10.0) -> None:
+    """Prometheus on ``port``; a port still held by a stopping predecessor is retried."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            start_http_server(port, addr=address)
+            return
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _serve_one(settings: ExtProcSettings, index: int, parent: int | None = None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    config = load_config(settings.config)
+    if parent is not None:
+        _die_with_parent(parent, stop)
+    policy = FilePolicySource(settings.config)  # compiled whole: tokenizers load now
+    config = policy.current().config
     assert config.extproc is not None
     readers = []
     if settings.metrics_port is not None:
         readers.append(PrometheusMetricReader())
-        start_http_server(settings.metrics_port + index, addr=settings.address)
+        _start_metrics(settings.metrics_port + index, settings.address)
     telemetry = Telemetry(readers, _tracer_provider(config.tracing))
-    for model in config.models:  # load tokenizers now, not on the first request
-        load_counter(model.tokenizer)
-    policy = FilePolicySource(settings.config)
     budgets = make_budget_store(config.extproc.budget_store)
     server, port = make_server(
         policy,
@@ -183,7 +227,7 @@ def run_extproc(settings: ExtProcSettings) -> int:
         return 0
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=_serve_one, args=(settings, i), daemon=True)
+        context.Process(target=_serve_one, args=(settings, i, os.getpid()), daemon=True)
         for i in range(settings.workers)
     ]
     stop = threading.Event()
@@ -199,4 +243,6 @@ def run_extproc(settings: ExtProcSettings) -> int:
         worker.terminate()
     for worker in workers:
         worker.join(5)
-    return 0
+        if worker.is_alive():
+            worker.kill()
+    return 0 if stop.is_set() else 1

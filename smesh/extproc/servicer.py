@@ -96,12 +96,12 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):  # type: igno
         processor = self._new_processor()
         # Envoy's ext_proc call carries its span context as gRPC metadata: our span is its child.
         metadata = context.invocation_metadata() if context is not None else ()
-        processor.traceparent = next((v for k, v in metadata if k == "traceparent"), "")
+        processor.state.traceparent = next((v for k, v in metadata if k == "traceparent"), "")
         try:
             for request in request_iterator:
                 started = time.perf_counter()
                 response = self._handle(processor, request)
-                processor.overhead_s += time.perf_counter() - started
+                processor.state.overhead_s += time.perf_counter() - started
                 if response is not None:
                     yield response
         except grpc.RpcError:

@@ -25,6 +25,7 @@ from smesh.extproc.metering import Usage
 __all__ = ["RequestRecord", "Telemetry"]
 
 audit_log = logging.getLogger("smesh.audit")
+log = logging.getLogger(__name__)
 _PROPAGATOR = TraceContextTextMapPropagator()
 _TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 _SECONDS_BUCKETS = (
@@ -98,6 +99,9 @@ class Telemetry:
         )
         self._cost = meter.create_counter("smesh.cost", description="Catalog cost")
         self._refusals = meter.create_counter("smesh.refusals", description="Refused requests")
+        self._settle_failures = meter.create_counter(
+            "smesh.budget.settle_failures", description="Reservations that could not be settled"
+        )
         # No exporter configured, no spans: an unexported span still costs ~30 µs a request.
         self._tracer_provider = tracer_provider
         self._tracer = tracer_provider.get_tracer("smesh.extproc") if tracer_provider else None
@@ -110,6 +114,11 @@ class Telemetry:
                 {"event": "refused", "tenant": tenant, "status": status, "code": code}
             ).decode(),
         )
+
+    def settle_failed(self, exc: Exception) -> None:
+        """A reservation could not be settled; it stays counted until its window ends."""
+        self._settle_failures.add(1)
+        log.error("could not settle a reservation (it expires with its window): %s", exc)
 
     def record(self, r: RequestRecord) -> None:
         attrs = {"tenant": r.tenant, "gen_ai.request.model": r.model}

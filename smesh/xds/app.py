@@ -60,6 +60,8 @@ async def run_xds(
         return {
             "config": str(source.path),
             "config_errors": source.errors,
+            "config_error_at": source.last_error_at if source.errors else None,
+            "config_loaded_at": source.last_load_at,
             "loads": source.loads,
             "rejects": source.rejects,
         }
@@ -72,11 +74,17 @@ async def run_xds(
     log.info("xds serving ADS on %s:%d, admin on :%d", settings.host, port, admin_port)
     if on_ready:
         on_ready(port, admin_port)
-    watcher = asyncio.create_task(source.run(stop))
+    watcher = asyncio.create_task(source.run(stop), name="config-watch")
     try:
         await stop.wait()
     finally:
         watcher.cancel()
+        try:
+            await watcher
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # run() never raises by design; if it ever does, say so
+            log.exception("the config watcher failed")
         await server.stop(grace=1.0)
         await runner.cleanup()
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,16 +30,20 @@ Responses = Sequence[discovery_pb2.DiscoveryResponse]
 class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     """``envoy.service.discovery.v3.AggregatedDiscoveryService`` (state of the world)."""
 
-    def __init__(self, cache: SnapshotCache) -> None:
+    def __init__(
+        self, cache: SnapshotCache, new_stream: Callable[..., SotwStream] = SotwStream
+    ) -> None:
         self._cache = cache
+        self._new_stream = new_stream
 
     async def StreamAggregatedResources(
         self,
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext,
     ) -> None:
-        stream = SotwStream(self._cache.registry, history=self._cache.history)
+        stream = self._new_stream(self._cache.registry, history=self._cache.history)
         outbox: asyncio.Queue[Responses | None] = asyncio.Queue()
+        failure: list[BaseException] = []
 
         def on_snapshot(snapshot: Snapshot) -> None:
             outbox.put_nowait(stream.on_snapshot(snapshot))
@@ -48,6 +52,13 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             try:
                 async for request in request_iterator:
                     outbox.put_nowait(stream.on_request(request))
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                pass  # the client went away
+            except Exception as exc:
+                # A bug handling one request must not end the stream as if all were well:
+                # the client would keep stale config and never reconnect. Fail it loudly.
+                log.exception("ADS stream from %r failed", stream.node_id)
+                failure.append(exc)
             finally:
                 outbox.put_nowait(None)
 
@@ -59,6 +70,10 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             while (responses := await outbox.get()) is not None:
                 for response in responses:
                     await context.write(response)
+            if failure:
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"xds failed on this stream: {failure[0]!r}"
+                )
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
             pass  # the client went away: a normal end of stream
         finally:
@@ -102,12 +117,15 @@ _OPTIONS = [
 
 
 async def start_server(
-    cache: SnapshotCache, address: str, tls: ServerTls | None = None
+    cache: SnapshotCache,
+    address: str,
+    tls: ServerTls | None = None,
+    service: AggregatedDiscoveryService | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Start serving ADS on ``address`` (``host:port``, port 0 picks one); returns the port."""
     server = grpc.aio.server(options=_OPTIONS)
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
-        AggregatedDiscoveryService(cache), server
+        service or AggregatedDiscoveryService(cache), server
     )
     if tls is None:
         port = server.add_insecure_port(address)

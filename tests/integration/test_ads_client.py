@@ -19,7 +19,8 @@ from smesh.xds.app import compile_config
 from smesh.xds.cache import SnapshotCache
 from smesh.xds.client import AdsClient, AdsClientError
 from smesh.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, LISTENER, ROUTE, ROUTE_CONFIG_NAME
-from smesh.xds.server import ServerTls, start_server
+from smesh.xds.server import AggregatedDiscoveryService, ServerTls, start_server
+from smesh.xds.sotw import SotwStream
 
 pytestmark = pytest.mark.integration
 
@@ -228,3 +229,36 @@ def test_converges_over_tls(tmp_path: Path) -> None:
         await until(lambda: in_sync(cache, ROUTE))
 
     run(scenario, ServerTls(cert, key))
+
+
+class _FailingStream(SotwStream):
+    """A protocol bug on the first route ACK: the server must fail the stream, not end it OK."""
+
+    def on_request(
+        self, request: discovery_pb2.DiscoveryRequest
+    ) -> list[discovery_pb2.DiscoveryResponse]:
+        if request.type_url == ROUTE and request.response_nonce:
+            raise RuntimeError("protocol bug")
+        return super().on_request(request)
+
+
+def test_a_failure_in_the_stream_reader_fails_the_stream_loudly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client sees INTERNAL (so Envoy reconnects) and the server logs the traceback."""
+
+    async def main() -> None:
+        cache = SnapshotCache()
+        publish(cache, "alpha")
+        service = AggregatedDiscoveryService(cache, new_stream=_FailingStream)
+        server, port = await start_server(cache, "127.0.0.1:0", service=service)
+        try:
+            client = AdsClient(f"127.0.0.1:{port}", NODE)
+            with pytest.raises(AdsClientError, match="INTERNAL"):
+                await asyncio.wait_for(client.run(), 10)
+        finally:
+            await server.stop(grace=None)
+
+    with caplog.at_level("ERROR", logger="smesh.xds.server"):
+        asyncio.run(main())
+    assert any("protocol bug" in (r.exc_text or "") for r in caplog.records), caplog.text

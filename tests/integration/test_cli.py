@@ -17,7 +17,9 @@ SMESH = [sys.executable, "-m", "smesh.cli"]
 
 def test_sim_help_prints_the_simulators_options() -> None:
     """`smesh sim --help` is the simulator's help (it used to be an argparse error)."""
-    done = subprocess.run([*SMESH, "sim", "--help"], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [*SMESH, "sim", "--help"], check=False, capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: smesh sim")
     assert "--failure-kind" in done.stdout
@@ -47,7 +49,11 @@ def test_sim_port_serves_on_that_port() -> None:
 def test_unknown_arguments_are_an_error_for_other_commands() -> None:
     """Arguments meant for the simulator are not silently dropped elsewhere."""
     done = subprocess.run(
-        [*SMESH, "validate", "a.yaml", "--port", "1"], capture_output=True, text=True, timeout=30
+        [*SMESH, "validate", "a.yaml", "--port", "1"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 2
     assert "unrecognized arguments: --port 1" in done.stderr

@@ -109,7 +109,8 @@ def _static_bootstrap(resources: dict[str, dict[str, Message]]) -> dict[str, Any
         for chain in rendered["filterChains"]:
             for network_filter in chain["filters"]:
                 hcm = network_filter["typedConfig"]
-                assert hcm["@type"] == HCM_TYPE
+                if hcm["@type"] != HCM_TYPE:
+                    continue  # the connection limit ahead of it
                 assert hcm.pop("rds")["routeConfigName"] == ROUTE_CONFIG_NAME
                 hcm["routeConfig"] = _to_dict(route_config)
         listeners.append(rendered)
@@ -238,6 +239,7 @@ def _gateway_config(jwt: dict[str, Any]) -> config.MeshConfig:
     """Every feature, plus extproc, JWT tenants and residency-restricted tenants."""
     document = _every_feature_config().model_dump(mode="json", exclude_defaults=True)
     document["extproc"] = {"address": "127.0.0.1", "port": 18080, "max_body_bytes": 4 << 20}
+    document["models"][2]["failure_mode_allow"] = True  # transform filter + per-route override
     document["jwt"] = {"issuer": "https://idp.example", "audiences": ["smesh"], **jwt}
     document["tenants"] = [
         {"name": "eu-bank", "regions": ["eu-west", "eu-central"]},

@@ -60,14 +60,14 @@ def test_requests_per_minute_refuses_at_the_limit(store: MemoryBudgetStore, cloc
     assert refused == Admission(False, None, 44.5, "requests_per_minute")
 
 
-def test_tokens_admitted_while_strictly_below_the_limit(store: MemoryBudgetStore) -> None:
-    """A request is admitted while used < tpm, even if it overshoots by its own size."""
+def test_tokens_admitted_only_when_they_fit(store: MemoryBudgetStore) -> None:
+    """A request is admitted only if used + its tokens stays within tpm: no overshoot."""
     limits = Budgets(tokens_per_minute=100)
     admitted(store.reserve("acme", limits, 99))
-    admitted(store.reserve("acme", limits, 500))  # 99 < 100: the budget had room left
-    refused = store.reserve("acme", limits, 1)
+    refused = store.reserve("acme", limits, 500)
     assert (refused.admitted, refused.limit) == (False, "tokens_per_minute")
-    assert store.used("acme")["tokens_per_minute"] == 599
+    admitted(store.reserve("acme", limits, 1))
+    assert store.used("acme")["tokens_per_minute"] == 100
 
 
 def test_refusal_adds_nothing(store: MemoryBudgetStore) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from smesh.cli import main
-from smesh.config.loader import ConfigError, load_config, parse_config
+from smesh.config.loader import ConfigError, load_config, parse_config, read_settled
 
 VALID = """\
 listeners:
@@ -179,3 +181,141 @@ def test_inline_jwks_is_checked(jwks: str, message: str) -> None:
     text = f"extproc: {{}}\njwt:\n  issuer: x\n  jwks: '{jwks}'\n"
     lines = errors(text)
     assert lines[0].startswith("mesh.yaml:4: jwt.jwks:") and message in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "\n\n", "# the whole file commented out\n# listeners: []\n", "---\n", "   \n# x\n"],
+    ids=["empty", "blank-lines", "comments-only", "bare-document-marker", "spaces-and-comment"],
+)
+def test_an_empty_document_is_an_error_not_an_empty_mesh(text: str) -> None:
+    """An empty save would push no listener and drop the port: it is refused with a location."""
+    assert errors(text) == [
+        "mesh.yaml:1: (document): the config is empty (no listeners, models or tenants)"
+    ]
+
+
+def test_no_listeners_is_an_error() -> None:
+    """`listeners: []` would take the gateway port away: refused."""
+    lines = errors(
+        VALID.replace("  - {name: gateway, port: 10000}", "  []").replace(
+            "listeners:\n  []", "listeners: []"
+        )
+    )
+    assert any(
+        line.startswith("mesh.yaml:1: listeners: at least one listener") for line in lines
+    ), lines
+
+
+KEY = "sha256:" + "ab" * 32
+TENANTS = f"""\
+extproc: {{}}
+tenants:
+  - {{name: a, api_keys: ["{KEY}"]}}
+  - {{name: b, api_keys: ["{KEY}"]}}
+"""
+
+
+def test_one_key_hash_under_two_tenants_is_an_error() -> None:
+    """Which tenant a shared key belongs to would be arbitrary: the second listing is located."""
+    assert errors(TENANTS) == [
+        "mesh.yaml:4: tenants[1].api_keys[0]: this key hash is already listed for tenant 'a'"
+    ]
+
+
+def test_a_plaintext_key_is_never_echoed() -> None:
+    """A raw key pasted instead of its hash is reported without its value (logs, /status)."""
+    secret = "sk-smesh-Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZg"  # noqa: S105 (a test key)
+    lines = errors(f'extproc: {{}}\ntenants:\n  - {{name: a, api_keys: ["{secret}"]}}\n')
+    assert len(lines) == 1
+    assert lines[0].startswith("mesh.yaml:3: tenants[0].api_keys[0]: not a key hash")
+    assert secret not in lines[0] and secret[:12] not in lines[0]
+
+
+GUARDS = """\
+extproc: {}
+guards:
+  - name: strict
+    pii:
+      prompts: redact
+      entities: [EMAIL, EMPLOYEE_ID]
+      custom:
+        - {name: EMPLOYEE_ID, pattern: 'EMP-[0-9]{6}'}
+    injection: {action: block, threshold: 0.5}
+    banned_terms: {terms: ["project nightingale"], action: block}
+tenants:
+  - {name: a, guard: strict}
+"""
+
+
+def test_a_guard_policy_loads() -> None:
+    """The issue's guard shape is valid, and tenants name it."""
+    config = parse_config(GUARDS)
+    assert config.guards[0].pii is not None
+    assert config.guards[0].pii.custom[0].name == "EMPLOYEE_ID"
+    assert config.tenants[0].guard == "strict"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("guard: strict}", "guard: lax}", "mesh.yaml:12: tenants[0].guard: unknown guard policy"),
+        (
+            "entities: [EMAIL, EMPLOYEE_ID]",
+            "entities: [EMAIL, PASSPORT]",
+            "mesh.yaml:6: guards[0].pii.entities[1]: unknown entity 'PASSPORT'",
+        ),
+        (
+            "pattern: 'EMP-[0-9]{6}'",
+            "pattern: '(?<=EMP)-[0-9]+'",
+            "mesh.yaml:8: guards[0].pii.custom[0].pattern: not a valid RE2 pattern",
+        ),
+        (
+            "pattern: 'EMP-[0-9]{6}'",
+            r"pattern: '(a+)+\1'",
+            "mesh.yaml:8: guards[0].pii.custom[0].pattern: not a valid RE2 pattern",
+        ),
+        (
+            "pattern: 'EMP-[0-9]{6}'",
+            "pattern: '[0-9]*'",
+            "mesh.yaml:8: guards[0].pii.custom[0].pattern: matches the empty string",
+        ),
+        (
+            "prompts: redact",
+            "prompts: hash",
+            "mesh.yaml:4: guards[0].pii.hash_key_file: action hash needs hash_key_file",
+        ),
+        ("action: block}\n", "action: shout}\n", "mesh.yaml:10: guards[0].banned_terms.action:"),
+    ],
+    ids=[
+        "unknown-guard",
+        "unknown-entity",
+        "lookbehind",
+        "backreference",
+        "empty-match",
+        "hash-without-key",
+        "bad-action",
+    ],
+)
+def test_guard_mistakes_are_located(old: str, new: str, expected: str) -> None:
+    """Unknown names and patterns RE2 cannot run in linear time are file:line errors."""
+    assert old in GUARDS
+    lines = errors(GUARDS.replace(old, new))
+    assert any(line.startswith(expected) for line in lines), lines
+
+
+def test_read_settled_waits_for_a_write_to_finish(tmp_path: Path) -> None:
+    """A file caught mid-write is read again until two reads agree."""
+    path = tmp_path / "mesh.yaml"
+    path.write_text(VALID[:40])
+
+    def finish() -> None:
+        time.sleep(0.03)
+        path.write_text(VALID)
+
+    writer = threading.Thread(target=finish)
+    writer.start()
+    try:
+        assert read_settled(path, settle_s=0.05) == VALID
+    finally:
+        writer.join()

@@ -13,7 +13,7 @@ from smesh.config.loader import parse_config
 from smesh.extproc.budget import MemoryBudgetStore
 from smesh.extproc.keys import hash_api_key
 from smesh.extproc.policy import Policy
-from smesh.extproc.processor import Continue, Processor, Reply
+from smesh.extproc.processor import Continue, Deps, Processor, Reply
 from smesh.extproc.telemetry import Telemetry
 
 KEY, OTHER = "sk-test-acme", "sk-test-tiny"
@@ -53,7 +53,7 @@ def telemetry(reader: InMemoryMetricReader) -> Telemetry:
 def processor(
     policy: Policy, telemetry: Telemetry, store: MemoryBudgetStore | None = None
 ) -> Processor:
-    return Processor(policy=policy, budgets=store or MemoryBudgetStore(), telemetry=telemetry)
+    return Processor(Deps(budgets=store or MemoryBudgetStore(), telemetry=telemetry), policy)
 
 
 def headers(
@@ -86,7 +86,9 @@ def test_body_routes_by_model_and_strips_credentials(policy: Policy, telemetry: 
     assert decision.set_headers["x-smesh-tenant"] == "acme"
     assert "authorization" in decision.remove_headers
     assert "x-smesh-residency" in decision.remove_headers
-    assert decision.clear_route_cache and decision.body is None
+    assert decision.clear_route_cache
+    # What goes upstream is the checked body, serialised again (never the client's bytes).
+    assert decision.body is not None and orjson.loads(decision.body)["model"] == "chat"
 
 
 def test_missing_max_tokens_gets_the_reserved_cap(policy: Policy, telemetry: Telemetry) -> None:
@@ -137,10 +139,10 @@ def test_header_phase_refusals(
 
 
 def test_region_and_model_refusals(policy: Policy, telemetry: Telemetry) -> None:
-    """Outside its regions a tenant gets 403 region_not_allowed; inside, the residency header."""
+    """Outside its regions a model is 'not found' to the tenant; inside, the residency header."""
     p = processor(policy, telemetry)
     p.request_headers(headers(OTHER), None)
-    assert error_code(p.request_body(body(model="far"))) == (403, "region_not_allowed")
+    assert error_code(p.request_body(body(model="far"))) == (404, "model_not_found")
     p = processor(policy, telemetry)
     p.request_headers(headers(OTHER), None)
     decision = p.request_body(body())
@@ -211,7 +213,7 @@ def test_jwt_claim_names_the_tenant(telemetry: Telemetry) -> None:
     policy = Policy.from_config(config)
     p = processor(policy, telemetry)
     assert isinstance(p.request_headers(headers(key=None), {"team": "tiny"}), Continue)
-    assert p.tenant is not None and p.tenant.name == "tiny"
+    assert p.state.tenant is not None and p.state.tenant.name == "tiny"
     assert error_code(
         processor(policy, telemetry).request_headers(headers(None), {"team": "x"})
     ) == (
@@ -233,7 +235,7 @@ def _delta(text: str) -> bytes:
 def test_stream_past_an_exhausted_budget_is_cut(telemetry: Telemetry) -> None:
     """A stream outrunning its reservation with the budget spent ends in an error event + [DONE]."""
     config = parse_config(
-        CONFIG.replace("budgets: {requests_per_minute: 2}", "budgets: {tokens_per_minute: 40}")
+        CONFIG.replace("budgets: {requests_per_minute: 2}", "budgets: {tokens_per_minute: 80}")
     )
     policy = Policy.from_config(config)
     store = MemoryBudgetStore()
@@ -241,7 +243,8 @@ def test_stream_past_an_exhausted_budget_is_cut(telemetry: Telemetry) -> None:
     p.request_headers(headers(OTHER), None)
     assert isinstance(p.request_body(body(stream=True, max_tokens=2)), Continue)
     # Another request spends the rest of the minute's budget meanwhile.
-    assert store.reserve("tiny", config.tenants[1].budgets, 100).admitted
+    left = 80 - store.used("tiny")["tokens_per_minute"]
+    assert store.reserve("tiny", config.tenants[1].budgets, left).admitted
     p.response_headers({":status": "200", "content-type": "text/event-stream"})
     # The server ignores max_tokens and keeps going.
     first = p.response_body(_sse(_delta("one")), end_of_stream=False)
@@ -274,3 +277,156 @@ def test_span_joins_the_callers_trace(policy: Policy) -> None:
     assert format(span.context.trace_id, "032x") == trace_id
     assert span.parent is not None and format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
     assert span.attributes is not None and span.attributes["tenant"] == "acme"
+
+
+def _refusal(policy: Policy, telemetry: Telemetry, raw: bytes, key: str = KEY) -> tuple[int, str]:
+    p = processor(policy, telemetry)
+    assert isinstance(p.request_headers(headers(key), None), Continue)
+    return error_code(p.request_body(raw))
+
+
+def test_another_tenants_model_and_an_unknown_one_look_the_same(
+    policy: Policy, telemetry: Telemetry
+) -> None:
+    """No tenant can tell another's model from a missing one: same status, code, message."""
+    p = processor(policy, telemetry)
+    p.request_headers(headers(OTHER), None)
+    owned = p.request_body(body(model="far"))
+    p = processor(policy, telemetry)
+    p.request_headers(headers(OTHER), None)
+    missing = p.request_body(body(model="nope"))
+    assert isinstance(owned, Reply) and isinstance(missing, Reply)
+    assert owned.status == missing.status == 404
+    assert orjson.loads(owned.body)["error"]["message"].replace("far", "X") == orjson.loads(
+        missing.body
+    )["error"]["message"].replace("nope", "X")
+
+
+def test_the_real_refusal_reason_is_kept_in_the_metrics(
+    policy: Policy, telemetry: Telemetry, reader: InMemoryMetricReader
+) -> None:
+    """The refusal metric records model_not_allowed though the client saw model_not_found."""
+    p = processor(policy, telemetry)
+    p.request_headers(headers(OTHER), None)
+    p.request_body(body(model="far"))
+    data = reader.get_metrics_data()
+    assert data is not None
+    codes = {
+        dict(point.attributes)["code"]
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == "smesh.refusals"
+        for point in metric.data.data_points
+    }
+    assert codes == {"model_not_allowed"}
+
+
+def test_duplicate_keys_forward_the_checked_value_only(
+    policy: Policy, telemetry: Telemetry
+) -> None:
+    """{"model": "far", "model": "chat"}: the upstream body has one model key, the routed one."""
+    raw = (
+        b'{"model": "far", "model": "chat", "max_tokens": 5,'
+        b' "messages": [{"role": "user", "content": "hi"}]}'
+    )
+    p = processor(policy, telemetry)
+    p.request_headers(headers(OTHER), None)
+    decision = p.request_body(raw)
+    assert isinstance(decision, Continue) and decision.body is not None
+    assert decision.body.count(b'"model"') == 1
+    assert orjson.loads(decision.body)["model"] == decision.set_headers["x-smesh-model"] == "chat"
+
+
+@pytest.mark.parametrize("depth", [300, 600, 1000, 1100])
+def test_deeply_nested_json_is_a_client_error(
+    policy: Policy, telemetry: Telemetry, depth: int
+) -> None:
+    """Valid JSON nested hundreds of levels deep is 400 invalid_json, not a 500."""
+    nested = b"[" * depth + b"]" * depth
+    raw = (
+        b'{"model": "chat", "messages": [{"role": "user", "content": "hi"}], "x": ' + nested + b"}"
+    )
+    assert _refusal(policy, telemetry, raw) == (400, "invalid_json")
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"max_tokens": 11}, (400, "max_tokens_too_large")),
+        ({"max_tokens": 9223372036854775807}, (400, "max_tokens_too_large")),
+        ({"max_tokens": 2.5}, (400, "invalid_max_tokens")),
+        ({"stream_options": "yes", "stream": True}, (400, "invalid_stream_options")),
+        ({"stream_options": {"include_usage": 1}, "stream": True}, (400, "invalid_stream_options")),
+        ({"stream_options": {"include_usage": True}}, (400, "invalid_stream_options")),
+    ],
+    ids=["over-model-cap", "int64-max", "not-an-int", "options-string", "usage-int", "no-stream"],
+)
+def test_body_field_refusals(
+    policy: Policy, telemetry: Telemetry, fields: dict[str, object], expected: tuple[int, str]
+) -> None:
+    """Fields the gateway relies on are checked, with a clear code."""
+    assert _refusal(policy, telemetry, body(**fields)) == expected
+
+
+@pytest.mark.parametrize(
+    ("content_type", "allowed"),
+    [
+        ("application/json", True),
+        ("application/json; charset=utf-8", True),
+        ("application/vnd.api+json", True),
+        (None, True),
+        ("application/x-www-form-urlencoded", False),
+        ("text/plain", False),
+        ("multipart/form-data; boundary=x", False),
+    ],
+)
+def test_json_endpoints_take_json(
+    policy: Policy, telemetry: Telemetry, content_type: str | None, allowed: bool
+) -> None:
+    """A non-JSON content-type is 415; a missing one is accepted (documented leniency)."""
+    hdrs = headers()
+    if content_type is not None:
+        hdrs["content-type"] = content_type
+    decision = processor(policy, telemetry).request_headers(hdrs, None)
+    if allowed:
+        assert isinstance(decision, Continue)
+    else:
+        assert error_code(decision) == (415, "unsupported_media_type")
+
+
+TOKENS = CONFIG.replace("budgets: {requests_per_minute: 2}", "budgets: {tokens_per_minute: 30}")
+
+
+def test_a_reservation_past_the_whole_budget_is_400_and_blocks_nothing(
+    telemetry: Telemetry,
+) -> None:
+    """A prompt + cap larger than tokens_per_minute can never fit: 400, and others still pass."""
+    policy = Policy.from_config(parse_config(TOKENS.replace("max_tokens: 10", "max_tokens: 100")))
+    store = MemoryBudgetStore()
+    p = processor(policy, telemetry, store)
+    p.request_headers(headers(OTHER), None)
+    assert error_code(p.request_body(body(max_tokens=90))) == (400, "request_exceeds_budget")
+    p = processor(policy, telemetry, store)
+    p.request_headers(headers(OTHER), None)
+    assert isinstance(p.request_body(body(max_tokens=5)), Continue)
+
+
+def test_a_reservation_that_does_not_fit_what_is_left_is_429(telemetry: Telemetry) -> None:
+    """Two requests that each fit alone: the second waits for the window (Retry-After)."""
+    policy = Policy.from_config(parse_config(TOKENS))
+    store = MemoryBudgetStore()
+    p = processor(policy, telemetry, store)
+    p.request_headers(headers(OTHER), None)
+    assert isinstance(p.request_body(body(max_tokens=10)), Continue)
+    assert p.state.reservation is not None
+    left = 30 - p.state.reservation.tokens
+    p = processor(policy, telemetry, store)
+    p.request_headers(headers(OTHER), None)
+    decision = p.request_body(body(max_tokens=10))
+    if p.state.reservation is None:
+        assert error_code(decision) == (429, "budget_exceeded")
+        assert isinstance(decision, Reply) and int(decision.headers["retry-after"]) >= 1
+    else:  # the prompt is small enough that both fit: the counter shows no overshoot
+        assert p.state.reservation.tokens <= left
+    assert store.used("tiny")["tokens_per_minute"] <= 30

@@ -64,7 +64,7 @@ def _gateway(**extra: Any) -> config.MeshConfig:
 
 def _hcm(listener: Any) -> hcm_pb2.HttpConnectionManager:
     hcm = hcm_pb2.HttpConnectionManager()
-    assert listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    assert listener.filter_chains[0].filters[-1].typed_config.Unpack(hcm)
     return hcm
 
 
@@ -91,7 +91,6 @@ def test_ext_proc_sends_headers_and_buffers_bodies_both_ways() -> None:
 def test_ext_proc_fails_closed_by_default_and_open_when_configured() -> None:
     """failure_mode_allow follows the config, and is false unless set."""
     assert not _processor(config.ExtProc()).failure_mode_allow
-
 
 
 def test_ext_proc_timeouts_come_from_config_with_room_to_override() -> None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from envoy.config.core.v3 import config_source_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
+    header_mutation_pb2,
 )
 from google.protobuf import empty_pb2
 
@@ -21,7 +25,7 @@ def _hcm(
 ) -> hcm_pb2.HttpConnectionManager:
     built = make_listener(listener, ext_proc)
     [chain] = built.filter_chains
-    [network_filter] = chain.filters
+    network_filter = chain.filters[-1]
     assert network_filter.name == "envoy.filters.network.http_connection_manager"
     hcm = hcm_pb2.HttpConnectionManager()
     assert network_filter.typed_config.Unpack(hcm)
@@ -64,12 +68,53 @@ def test_ext_proc_filter_runs_before_router() -> None:
     ]
 
 
-def test_timeouts_suit_long_streams() -> None:
-    """Streams may idle for 5 minutes and requests have no overall timeout."""
+def test_timeouts_suit_long_streams_and_bound_slow_clients() -> None:
+    """Streams may idle 2 minutes, requests have no overall timeout, headers must come in 10 s."""
     hcm = _hcm(config.Listener(name="edge", port=8080))
-    assert hcm.stream_idle_timeout.ToSeconds() == 300
+    assert hcm.stream_idle_timeout.ToSeconds() == 120
     assert hcm.HasField("request_timeout")
     assert hcm.request_timeout.ToNanoseconds() == 0
+    assert hcm.request_headers_timeout.ToSeconds() == 10
+    assert hcm.common_http_protocol_options.idle_timeout.ToSeconds() == 60
+    assert hcm.max_request_headers_kb.value == 60
+
+
+def test_listener_limits_come_from_config() -> None:
+    """Every slow-client bound is the operator's to set per listener."""
+    listener = config.Listener(
+        name="edge",
+        port=8080,
+        request_headers_timeout=2.5,
+        stream_idle_timeout=30,
+        idle_timeout=5,
+        max_connections=100,
+        max_request_headers_kb=16,
+        trusted_hops=1,
+    )
+    hcm = _hcm(listener)
+    assert hcm.request_headers_timeout.ToMilliseconds() == 2500
+    assert hcm.stream_idle_timeout.ToSeconds() == 30
+    assert hcm.common_http_protocol_options.idle_timeout.ToSeconds() == 5
+    assert hcm.max_request_headers_kb.value == 16
+    assert hcm.xff_num_trusted_hops == 1
+    [chain] = make_listener(listener).filter_chains
+    assert chain.filters[0].name == "envoy.filters.network.connection_limit"
+    limit = connection_limit_pb2.ConnectionLimit()
+    assert chain.filters[0].typed_config.Unpack(limit)
+    assert limit.max_connections.value == 100
+
+
+def test_clients_are_external_and_cannot_spoof_gateway_headers() -> None:
+    """The peer address is authoritative, nothing is internal, x-smesh-*/x-envoy-* dropped early."""
+    hcm = _hcm(config.Listener(name="edge", port=8080))
+    assert hcm.use_remote_address.value is True
+    assert hcm.xff_num_trusted_hops == 0
+    assert list(hcm.internal_address_config.cidr_ranges) == []
+    [early] = hcm.early_header_mutation_extensions
+    mutation = header_mutation_pb2.HeaderMutation()
+    assert early.typed_config.Unpack(mutation)
+    prefixes = {m.remove_on_match.key_matcher.prefix for m in mutation.mutations}
+    assert prefixes == {"x-smesh-", "x-envoy-"}
 
 
 def test_access_log_is_json_metadata_on_stdout() -> None:

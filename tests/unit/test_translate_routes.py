@@ -7,12 +7,16 @@ import re
 
 import pytest
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import (
     previous_priorities_config_pb2,
 )
 
+from smesh.config import schema as config
 from smesh.contract import MODEL_HEADER
 from smesh.xds.resources import ROUTE_CONFIG_NAME
+from smesh.xds.translate import make_http_filters
+from smesh.xds.translate.extproc import EXT_PROC_FILTER
 from smesh.xds.translate.routes import make_route_configuration, re2_escape
 from tests.unit.builders import mesh, sample_config
 
@@ -160,3 +164,43 @@ def test_error_body_is_compact_json() -> None:
     """The not-found body is compact JSON with no spaces after separators."""
     body = _routes()["~model_not_found"].direct_response.body.inline_string
     assert body == json.dumps(json.loads(body), separators=(",", ":"))
+
+
+def test_credentials_and_cookies_never_reach_a_model_server() -> None:
+    """The router drops authorization, api-key, cookie and proxy-authorization on every route."""
+    table = make_route_configuration(sample_config())
+    assert set(table.request_headers_to_remove) == {
+        "authorization",
+        "api-key",
+        "cookie",
+        "proxy-authorization",
+    }
+
+
+def _fail_open_config() -> config.MeshConfig:
+    document = sample_config().model_dump(mode="json", exclude_defaults=True)
+    document["models"][0]["failure_mode_allow"] = True
+    document["extproc"] = {"port": 18081}
+    return mesh(**document)
+
+
+def test_only_a_model_that_opts_out_fails_open() -> None:
+    """failure_mode_allow is per model: a per-route ext_proc override on that model's route."""
+    [vhost] = make_route_configuration(_fail_open_config()).virtual_hosts
+    routes = {route.name: route for route in vhost.routes}
+    override = ext_proc_pb2.ExtProcPerRoute()
+    assert routes["llama-3-70b"].typed_per_filter_config[EXT_PROC_FILTER].Unpack(override)
+    assert override.overrides.failure_mode_allow.value is True
+    assert EXT_PROC_FILTER not in routes["mistral-7b"].typed_per_filter_config
+
+
+def test_the_body_model_is_read_before_ext_proc_only_when_a_model_fails_open() -> None:
+    """The transform filter routing on the body ahead of ext_proc costs a parse: only if needed."""
+    with_opt_out = make_http_filters(_fail_open_config())
+    names = [f.name for f in with_opt_out]
+    assert names.index("envoy.filters.http.transform") == names.index(EXT_PROC_FILTER) - 1
+    document = _fail_open_config().model_dump(mode="json", exclude_defaults=True)
+    document["models"][0].pop("failure_mode_allow")
+    assert "envoy.filters.http.transform" not in [
+        f.name for f in make_http_filters(mesh(**document))
+    ]

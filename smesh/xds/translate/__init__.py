@@ -28,6 +28,7 @@ from smesh.xds.translate.extproc import (
     make_body_limit_filter,
     make_ext_proc_filter,
     make_extproc_cluster,
+    make_model_from_body_filter,
 )
 from smesh.xds.translate.grpc_listener import (
     grpc_route_name,
@@ -65,6 +66,8 @@ def make_http_filters(cfg: config.MeshConfig) -> list[hcm_pb2.HttpFilter]:
         filters.append(make_jwt_filter(cfg.jwt))
     if cfg.extproc is not None:
         filters.append(make_body_limit_filter(cfg.extproc))
+        if any(model.failure_mode_allow for model in cfg.models):
+            filters.append(make_model_from_body_filter())
         filters.append(make_ext_proc_filter(cfg.extproc))
     return filters
 

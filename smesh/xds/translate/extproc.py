@@ -27,17 +27,20 @@ from __future__ import annotations
 import ipaddress
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, grpc_service_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
+from envoy.extensions.filters.http.transform.v3 import transform_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from google.protobuf import wrappers_pb2
 
 from smesh.config import schema as config
-from smesh.contract import JWT_FILTER
+from smesh.contract import JWT_FILTER, MODEL_HEADER
 from smesh.xds.resources import EXTPROC_CLUSTER
 from smesh.xds.translate._convert import int_to_uint32, message_to_any, seconds_to_duration
 from smesh.xds.translate.clusters import HTTP_PROTOCOL_OPTIONS, make_tls_transport_socket
@@ -53,11 +56,14 @@ __all__ = [
     "make_body_limit_filter",
     "make_ext_proc_filter",
     "make_extproc_cluster",
+    "make_fail_open_override",
+    "make_model_from_body_filter",
     "make_processing_mode",
 ]
 
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 BUFFER_FILTER = "envoy.filters.http.buffer"
+TRANSFORM_FILTER = "envoy.filters.http.transform"
 
 # A buffered body travels in one gRPC message; the config caps bodies at 64 MiB, so the
 # message cap (default 4 MiB) must be at least that plus the envelope.
@@ -121,6 +127,43 @@ def make_ext_proc_filter(ext: config.ExtProc) -> hcm_pb2.HttpFilter:
         ),
     )
     return hcm_pb2.HttpFilter(name=EXT_PROC_FILTER, typed_config=message_to_any(processor))
+
+
+def make_fail_open_override() -> ext_proc_pb2.ExtProcPerRoute:
+    """Per-route: if extproc cannot be reached, pass the request through unprocessed.
+
+    Only for models whose operator chose availability over enforcement
+    (``models[].failure_mode_allow``); the filter itself always fails closed.
+    """
+    return ext_proc_pb2.ExtProcPerRoute(
+        overrides=ext_proc_pb2.ExtProcOverrides(
+            failure_mode_allow=wrappers_pb2.BoolValue(value=True)
+        )
+    )
+
+
+def make_model_from_body_filter() -> hcm_pb2.HttpFilter:
+    """Route on the body's model *before* ext_proc, so its per-route fail-open applies.
+
+    Envoy picks a route, and with it ext_proc's per-route settings, when the ext_proc
+    filter first sees the request headers — before extproc has read the body. This
+    transform filter (ahead of ext_proc) reads ``model`` from the JSON body into the model
+    header and re-picks the route, so a request for a model that fails open reaches
+    ext_proc on that model's route. extproc still sets the header from its own parse and
+    clears the route cache again: the model it checked is the model that is served.
+    Installed only when some model sets ``failure_mode_allow`` (it costs a body parse).
+    """
+    header = base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=MODEL_HEADER, value="%REQUEST_BODY(model)%"),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+    transform = transform_pb2.TransformConfig(
+        request_transformation=transform_pb2.Transformation(
+            headers_mutations=[mutation_rules_pb2.HeaderMutation(append=header)]
+        ),
+        clear_route_cache=True,
+    )
+    return hcm_pb2.HttpFilter(name=TRANSFORM_FILTER, typed_config=message_to_any(transform))
 
 
 def make_body_limit_filter(ext: config.ExtProc) -> hcm_pb2.HttpFilter:

@@ -30,11 +30,13 @@ from smesh.config import schema as config
 from smesh.contract import MODEL_HEADER, RESIDENCY_HEADER, error_body
 from smesh.xds.resources import ROUTE_CONFIG_NAME, fallback_cluster_name
 from smesh.xds.translate._convert import int_to_uint32, message_to_any, seconds_to_duration
+from smesh.xds.translate.extproc import EXT_PROC_FILTER, make_fail_open_override
 from smesh.xds.translate.residency import ResidencyRoute, residency_keys, residency_routes
 
 __all__ = [
     "MODEL_NOT_FOUND_ROUTE",
     "MODEL_REQUIRED_ROUTE",
+    "UPSTREAM_REMOVED_HEADERS",
     "VIRTUAL_HOST_NAME",
     "make_model_route",
     "make_residency_route",
@@ -45,6 +47,9 @@ __all__ = [
 ]
 
 VIRTUAL_HOST_NAME = "smesh"
+# Client headers the router never forwards: the gateway's credentials and the client's
+# session cookies and proxy credentials, which no model server needs.
+UPSTREAM_REMOVED_HEADERS = ("authorization", "api-key", "cookie", "proxy-authorization")
 # "~" cannot appear in a model name, so these route names never clash with a model's.
 MODEL_NOT_FOUND_ROUTE = "~model_not_found"
 MODEL_REQUIRED_ROUTE = "~model_required"
@@ -138,11 +143,21 @@ def _route_action(model: config.Model, derived_as: str) -> rc_pb2.RouteAction:
 
 def make_model_route(model: config.Model) -> rc_pb2.Route:
     """The route for one model: header match, weighted backends, timeout and retries."""
-    return rc_pb2.Route(
+    route = rc_pb2.Route(
         name=model.name,
         match=rc_pb2.RouteMatch(prefix="/", headers=[model_header_matcher(model)]),
         route=_route_action(model, model.name),
     )
+    _opt_out_of_fail_closed(route, model)
+    return route
+
+
+def _opt_out_of_fail_closed(route: rc_pb2.Route, model: config.Model) -> None:
+    """A model with ``failure_mode_allow``: its route lets requests through if extproc is down."""
+    if model.failure_mode_allow:
+        route.typed_per_filter_config[EXT_PROC_FILTER].CopyFrom(
+            message_to_any(make_fail_open_override())
+        )
 
 
 def _residency_matcher(key: str) -> rc_pb2.HeaderMatcher:
@@ -165,11 +180,13 @@ def make_residency_route(residency: ResidencyRoute) -> rc_pb2.Route:
             ),
             headers,
         )
-    return rc_pb2.Route(
+    route = rc_pb2.Route(
         name=residency.name,
         match=rc_pb2.RouteMatch(prefix="/", headers=headers),
         route=_route_action(residency.allowed, residency.name),
     )
+    _opt_out_of_fail_closed(route, residency.model)
+    return route
 
 
 def _region_not_allowed_route(model: config.Model) -> rc_pb2.Route:
@@ -247,4 +264,7 @@ def make_route_configuration(cfg: config.MeshConfig) -> route_pb2.RouteConfigura
     return route_pb2.RouteConfiguration(
         name=ROUTE_CONFIG_NAME,
         virtual_hosts=[rc_pb2.VirtualHost(name=VIRTUAL_HOST_NAME, domains=["*"], routes=routes)],
+        # Credentials never reach a model server, whatever happened before the router
+        # (extproc removes them too, but a route that fails open never calls extproc).
+        request_headers_to_remove=list(UPSTREAM_REMOVED_HEADERS),
     )

@@ -1,4 +1,8 @@
-"""The budget contract against a real Redis (and the memory store), plus Redis-only failures."""
+"""The budget contract, one suite run against both stores (memory and a real Redis).
+
+The stores must agree on every rule: a test here that one store passes and the other fails
+is a bug in one of them. Redis-only failure modes (server gone, TTLs) follow at the end.
+"""
 
 from __future__ import annotations
 
@@ -59,24 +63,35 @@ def test_rpm_admits_exactly_the_limit(store: MemoryBudgetStore | RedisBudgetStor
     assert store.used("acme", T0)["requests_per_minute"] == 3
 
 
-def test_tokens_strictly_below_and_refusal_adds_nothing(
+def test_a_reservation_must_fit_what_is_left_and_refusal_adds_nothing(
     store: MemoryBudgetStore | RedisBudgetStore,
 ) -> None:
-    """used < tpm admits (overshoot ≤ one reservation); a refusal leaves counters alone."""
+    """used + tokens <= tpm admits, one token more is refused; a refusal changes nothing."""
     limits = Budgets(tokens_per_minute=100, tokens_per_day=10_000)
-    reserve_ok(store, limits, 99)
-    reserve_ok(store, limits, 300)
-    refused = store.reserve("acme", limits, 1, now=T0)
+    reserve_ok(store, limits, 60)
+    refused = store.reserve("acme", limits, 41, now=T0)
     assert (refused.admitted, refused.limit, refused.reservation) == (
         False,
         "tokens_per_minute",
         None,
     )
+    reserve_ok(store, limits, 40)
+    assert store.reserve("acme", limits, 1, now=T0).limit == "tokens_per_minute"
     assert store.used("acme", T0) == {
         "requests_per_minute": 2,
-        "tokens_per_minute": 399,
-        "tokens_per_day": 399,
+        "tokens_per_minute": 100,
+        "tokens_per_day": 100,
     }
+
+
+def test_a_huge_reservation_never_blocks_the_others(
+    store: MemoryBudgetStore | RedisBudgetStore,
+) -> None:
+    """max_tokens = 2**63-1 against 2,000 tokens/min is refused and holds nothing back."""
+    limits = Budgets(tokens_per_minute=2_000)
+    assert not store.reserve("acme", limits, 2**63 - 1, now=T0).admitted
+    reserve_ok(store, limits, 2_000)
+    assert store.used("acme", T0)["tokens_per_minute"] == 2_000
 
 
 def test_day_limit_and_minute_rollover(store: MemoryBudgetStore | RedisBudgetStore) -> None:
@@ -126,16 +141,17 @@ def test_settle_targets_the_reservation_windows(
 
 
 def test_extend(store: MemoryBudgetStore | RedisBudgetStore) -> None:
-    """extend adds tokens (no request) while tokens remain, then returns None."""
+    """extend adds tokens (no request) while they fit, then returns None and adds nothing."""
     limits = Budgets(requests_per_minute=1, tokens_per_minute=100)
     reservation = reserve_ok(store, limits, 60)
-    extended = store.extend(reservation, limits, 60, now=T0)
-    assert extended == Reservation("acme", 120, reservation.minute, reservation.day)
+    assert store.extend(reservation, limits, 41, now=T0) is None
+    extended = store.extend(reservation, limits, 40, now=T0)
+    assert extended == Reservation("acme", 100, reservation.minute, reservation.day)
     assert store.extend(extended, limits, 1, now=T0) is None
     assert store.used("acme", T0) == {
         "requests_per_minute": 1,
-        "tokens_per_minute": 120,
-        "tokens_per_day": 120,
+        "tokens_per_minute": 100,
+        "tokens_per_day": 100,
     }
 
 
