@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from smesh.children import stop_processes
 from smesh.config.schema import Cluster, Endpoint, MeshConfig, Simulate
 from smesh.ports import free_port, wait_http
 
@@ -84,23 +85,11 @@ class SimulatorPool:
         )
 
     def _stop(self, name: str) -> None:
-        processes = self._running.pop(name).processes
-        for process in processes:
-            process.terminate()
-        for process in processes:  # reap after signalling all, so replicas stop in parallel
-            process.wait(5)
+        stop_processes(self._running.pop(name).processes, timeout=5)
 
     def stop_all(self) -> None:
         running = list(self._running.values())
         self._running.clear()
-        for item in running:
-            for process in item.processes:
-                process.terminate()
-        for item in running:
-            for process in item.processes:
-                try:
-                    process.wait(5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        stop_processes([p for item in running for p in item.processes], timeout=5)
         for log in self._logs:
             log.close()

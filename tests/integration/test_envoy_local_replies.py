@@ -43,6 +43,9 @@ pytestmark = pytest.mark.integration
 
 REPLY_HEADER = "x-test-reply"  # ask the stand-in processor for an ImmediateResponse
 DELAY_HEADER = "x-test-delay"  # ask it to sleep before answering the request headers
+# Envoy drops client copies of x-smesh-* before any filter: the stand-in processor sets
+# the routing headers from these, as extproc sets them from the body.
+SET_PREFIX = "x-test-set-"
 MAX_BODY_BYTES = 64 << 10
 
 
@@ -65,13 +68,30 @@ class PassThroughProcessor(ep_grpc.ExternalProcessorServicer):
                         immediate_response=_immediate(int(headers[REPLY_HEADER]))
                     )
                     return
-                yield ep.ProcessingResponse(request_headers=ep.HeadersResponse())
+                yield ep.ProcessingResponse(request_headers=_set_routing_headers(headers))
             elif phase == "request_body":
                 yield ep.ProcessingResponse(request_body=ep.BodyResponse())
             elif phase == "response_headers":
                 yield ep.ProcessingResponse(response_headers=ep.HeadersResponse())
             elif phase == "response_body":
                 yield ep.ProcessingResponse(response_body=ep.BodyResponse())
+
+
+def _set_routing_headers(headers: dict[str, str]) -> ep.HeadersResponse:
+    """``x-test-set-x-smesh-model: m`` becomes ``x-smesh-model: m``; the route is re-picked."""
+    response = ep.HeadersResponse()
+    common = response.response
+    for key, value in headers.items():
+        if key.startswith(SET_PREFIX):
+            common.header_mutation.set_headers.append(
+                base_pb2.HeaderValueOption(
+                    header=base_pb2.HeaderValue(
+                        key=key.removeprefix(SET_PREFIX), raw_value=value.encode()
+                    )
+                )
+            )
+    common.clear_route_cache = True
+    return response
 
 
 def _immediate(status: int) -> ep.ImmediateResponse:
@@ -111,8 +131,11 @@ class Gateway:
     def post(
         self, model: str | None, content: str = "hi", headers: dict[str, str] | None = None
     ) -> httpx.Response:
-        sent = {MODEL_HEADER: model} if model else {}
-        sent.update(headers or {})
+        wanted = {MODEL_HEADER: model} if model else {}
+        wanted.update(headers or {})
+        sent = {
+            (SET_PREFIX + k if k.startswith("x-smesh-") else k): v for k, v in wanted.items()
+        }
         return httpx.post(
             f"http://127.0.0.1:{self.port}/v1/chat/completions",
             json=chat(model or "", content),

@@ -178,13 +178,13 @@ def test_wrong_and_missing_keys_are_401(gw: Gateway) -> None:
     assert response.json()["error"]["code"] == "missing_api_key"
 
 
-def test_unknown_model_is_404_and_forbidden_model_is_403(gw: Gateway) -> None:
-    """Unknown model → 404; a model outside the tenant's list → 403."""
-    with pytest.raises(openai.NotFoundError):
+def test_unknown_and_forbidden_models_are_the_same_404(gw: Gateway) -> None:
+    """Unknown model and a model outside the tenant's list: the same 404 model_not_found."""
+    with pytest.raises(openai.NotFoundError) as unknown:
         chat(gw.client("acme"), model="nope")
-    with pytest.raises(openai.PermissionDeniedError) as denied:
+    with pytest.raises(openai.NotFoundError) as denied:
         chat(gw.client("embedder"), model="chat")
-    assert denied.value.code == "model_not_allowed"
+    assert unknown.value.code == denied.value.code == "model_not_found"
 
 
 @pytest.mark.parametrize(
@@ -229,10 +229,10 @@ def test_budget_exhaustion_is_429_with_retry_after(gw: Gateway) -> None:
 
 
 def test_residency_tenant_never_leaves_its_region(gw: Gateway, sims: dict[str, Simulator]) -> None:
-    """An eu-only tenant on a 50/50 eu/us model only reaches eu; us-only models are 403."""
-    with pytest.raises(openai.PermissionDeniedError) as denied:
+    """An eu-only tenant on a 50/50 eu/us model only reaches eu; us-only models do not exist."""
+    with pytest.raises(openai.NotFoundError) as denied:
         chat(gw.client("eu-only"), model="us-model")
-    assert denied.value.code == "region_not_allowed"
+    assert denied.value.code == "model_not_found"
     before = httpx.get(f"{sims['us'].url}/metrics").text
     for _ in range(12):
         assert chat(gw.client("eu-only"), model="split", text="stay home") == "stay home"

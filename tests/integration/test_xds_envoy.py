@@ -158,6 +158,43 @@ def test_invalid_yaml_edit_keeps_the_old_config(stack: Stack) -> None:
     wait_until(lambda: not stack.xds.status()["config_errors"], timeout=5)
 
 
+@pytest.mark.parametrize(
+    "save",
+    ["", "# listeners:\n#   - {name: gateway, port: 1}\n", "---\n"],
+    ids=["empty", "comments-only", "bare-document"],
+)
+def test_an_empty_save_keeps_the_gateway_serving(stack: Stack, save: str) -> None:
+    """`: > mesh.yaml` is refused: the listener stays up, every request under load succeeds."""
+    good_version = stack.xds.status()["snapshot"]
+    with Load(stack.url, "chat") as load:
+        time.sleep(0.3)
+        stack.config.write_text(save)  # truncate-and-write, as `: > mesh.yaml` does
+        wait_until(lambda: bool(stack.xds.status()["config_errors"]), timeout=5)
+        time.sleep(1.0)  # Envoy would have dropped the port by now had it been pushed
+    assert load.total > 20 and load.non_2xx() == {}, load.non_2xx()
+    [error] = stack.xds.status()["config_errors"]
+    assert error.endswith("(document): the config is empty (no listeners, models or tenants)")
+    assert stack.xds.status()["snapshot"] == good_version
+
+
+def test_a_save_caught_mid_write_is_never_applied(stack: Stack) -> None:
+    """Half a file, then the rest 30 ms later: the half is never pushed (no errors, no 404s)."""
+    full = stack.config.read_text().replace("weight: 100", "weight: 99")
+    cut = full.index("clusters:")
+    with Load(stack.url, "chat") as load:
+        time.sleep(0.3)
+        with stack.config.open("w") as out:
+            out.write(full[:cut])  # models without their clusters: invalid if applied alone
+            out.flush()
+            time.sleep(0.03)
+            out.write(full[cut:])
+        wait_until(lambda: stack.xds.status()["loads"] >= 2, timeout=5)
+        time.sleep(0.3)
+    assert load.total > 20 and load.non_2xx() == {}, load.non_2xx()
+    assert stack.xds.status()["config_errors"] == []
+    assert stack.xds.status()["rejects"] == 0
+
+
 def test_nack_keeps_old_config_and_is_visible(stack: Stack) -> None:
     """A listener Envoy cannot bind is NACKed: old listeners serve, xds reports the error."""
     with socket.socket() as busy:

@@ -117,6 +117,16 @@ def test_clients_are_external_and_cannot_spoof_gateway_headers() -> None:
     assert prefixes == {"x-smesh-", "x-envoy-"}
 
 
+def test_without_extproc_clients_pick_the_model_by_header() -> None:
+    """No extproc, no tenants: the client's x-smesh-model header is kept (it is the route)."""
+    listener = make_listener(config.Listener(name="edge", port=8080), gateway_sets_headers=False)
+    hcm = hcm_pb2.HttpConnectionManager()
+    assert listener.filter_chains[0].filters[-1].typed_config.Unpack(hcm)
+    mutation = header_mutation_pb2.HeaderMutation()
+    assert hcm.early_header_mutation_extensions[0].typed_config.Unpack(mutation)
+    assert [m.remove_on_match.key_matcher.prefix for m in mutation.mutations] == ["x-envoy-"]
+
+
 def test_access_log_is_json_metadata_on_stdout() -> None:
     """The access log writes JSON to stdout with request metadata and never a body."""
     hcm = _hcm(config.Listener(name="edge", port=8080))

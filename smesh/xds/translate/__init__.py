@@ -88,7 +88,8 @@ def translate(
         tracing = make_tracing(cfg.tracing)
         clusters.append(make_collector_cluster(cfg.tracing))
     listeners = {
-        listener.name: make_listener(listener, filters, tracing) for listener in cfg.listeners
+        listener.name: make_listener(listener, filters, tracing, cfg.extproc is not None)
+        for listener in cfg.listeners
     }
     routes = {ROUTE_CONFIG_NAME: make_route_configuration(cfg)}
     for service in cfg.grpc_services:  # proxyless gRPC clients (xds:///NAME)

@@ -67,7 +67,8 @@ STDOUT_ACCESS_LOG = "envoy.access_loggers.stdout"
 EARLY_HEADER_MUTATION = "envoy.http.early_header_mutation.header_mutation"
 
 # Client copies of headers with these prefixes are dropped before any filter runs: ours,
-# which routing and extproc trust, and Envoy's own (x-envoy-original-path and friends).
+# which routing trusts once extproc sets them, and Envoy's own (x-envoy-original-path...).
+# Without extproc there is no tenant to spoof: clients choose the model with the header.
 CLIENT_HEADER_PREFIXES = (SMESH_HEADER_PREFIX, "x-envoy-")
 
 # One JSON line per request. Only metadata: a prompt or answer must never reach a log.
@@ -109,8 +110,10 @@ def _filters(
     return list(filters)
 
 
-def make_early_header_mutation() -> extension_pb2.TypedExtensionConfig:
-    """Remove every client header starting with CLIENT_HEADER_PREFIXES, before any filter."""
+def make_early_header_mutation(
+    prefixes: Sequence[str] = CLIENT_HEADER_PREFIXES,
+) -> extension_pb2.TypedExtensionConfig:
+    """Remove every client header starting with one of ``prefixes``, before any filter."""
     mutation = header_mutation_pb2.HeaderMutation(
         mutations=[
             mutation_rules_pb2.HeaderMutation(
@@ -118,7 +121,7 @@ def make_early_header_mutation() -> extension_pb2.TypedExtensionConfig:
                     key_matcher=string_pb2.StringMatcher(prefix=prefix, ignore_case=True)
                 )
             )
-            for prefix in CLIENT_HEADER_PREFIXES
+            for prefix in prefixes
         ]
     )
     return extension_pb2.TypedExtensionConfig(
@@ -141,8 +144,14 @@ def make_http_connection_manager(
     listener: config.Listener,
     filters: hcm_pb2.HttpFilter | Sequence[hcm_pb2.HttpFilter] | None = None,
     tracing: hcm_pb2.HttpConnectionManager.Tracing | None = None,
+    gateway_sets_headers: bool = True,
 ) -> hcm_pb2.HttpConnectionManager:
-    """The HTTP connection manager: routes from RDS over ADS, ``filters`` then the router."""
+    """The HTTP connection manager: routes from RDS over ADS, ``filters`` then the router.
+
+    ``gateway_sets_headers``: extproc sets the ``x-smesh-*`` headers, so client copies
+    are dropped; without extproc the client's model header is how it picks a model.
+    """
+    prefixes = CLIENT_HEADER_PREFIXES if gateway_sets_headers else ("x-envoy-",)
     http_filters = _filters(filters)
     http_filters.append(
         hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=message_to_any(router_pb2.Router()))
@@ -178,7 +187,7 @@ def make_http_connection_manager(
         internal_address_config=hcm_pb2.HttpConnectionManager.InternalAddressConfig(
             unix_sockets=False, cidr_ranges=[]
         ),
-        early_header_mutation_extensions=[make_early_header_mutation()],
+        early_header_mutation_extensions=[make_early_header_mutation(prefixes)],
         access_log=[make_access_log()],
         local_reply_config=make_local_reply_config(),
     )
@@ -191,9 +200,10 @@ def make_listener(
     listener: config.Listener,
     filters: hcm_pb2.HttpFilter | Sequence[hcm_pb2.HttpFilter] | None = None,
     tracing: hcm_pb2.HttpConnectionManager.Tracing | None = None,
+    gateway_sets_headers: bool = True,
 ) -> listener_pb2.Listener:
     """One Envoy listener for ``listener``; ``filters`` (one or several) run before the router."""
-    hcm = make_http_connection_manager(listener, filters, tracing)
+    hcm = make_http_connection_manager(listener, filters, tracing, gateway_sets_headers)
     return listener_pb2.Listener(
         name=listener.name,
         address=address_pb2.Address(
