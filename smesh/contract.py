@@ -12,15 +12,21 @@ from collections.abc import Iterable
 import orjson
 
 __all__ = [
+    "ACCESS_LOG_NAME",
+    "COMPLETION_TOKENS_KEY",
     "ERROR_HEADER",
     "ERROR_TYPES",
+    "GUARD_HEADER",
     "JWT_FILTER",
     "JWT_PAYLOAD_KEY",
     "MODEL_HEADER",
     "OVERHEAD_HEADER",
+    "PROMPT_TOKENS_KEY",
+    "REQUEST_NAMESPACE",
     "RESIDENCY_HEADER",
     "SMESH_HEADER_PREFIX",
     "TENANT_HEADER",
+    "USAGE_NAMESPACE",
     "error_body",
     "residency_key",
 ]
@@ -39,9 +45,22 @@ RESIDENCY_HEADER = "x-smesh-residency"
 ERROR_HEADER = "x-smesh-error"
 # Time extproc spent on a request, returned to the client.
 OVERHEAD_HEADER = "x-smesh-overhead-ms"
+# A guard that flagged (not blocked) a request names itself here (request and response).
+GUARD_HEADER = "x-smesh-guard"
 # jwt_authn writes the verified payload here; ext_proc forwards the namespace to extproc.
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 JWT_PAYLOAD_KEY = "jwt_payload"
+# Dynamic metadata extproc writes on every request it forwards (tenant, model, the
+# reservation to settle, guard outcomes); Envoy's gRPC access log carries it back to
+# extproc once the answer is done.
+REQUEST_NAMESPACE = "smesh.request"
+# Token usage Envoy itself reads from JSON answers (json_to_metadata) and SSE streams
+# (sse_to_metadata): keys PROMPT_TOKENS_KEY and COMPLETION_TOKENS_KEY.
+USAGE_NAMESPACE = "smesh.usage"
+PROMPT_TOKENS_KEY = "prompt_tokens"
+COMPLETION_TOKENS_KEY = "completion_tokens"
+# The access-log name Envoy's gRPC access logger reports under.
+ACCESS_LOG_NAME = "smesh"
 
 # HTTP status → the OpenAI error ``type`` the official clients expect.
 ERROR_TYPES = {

@@ -118,6 +118,11 @@ class Budgets(_Strict):
     requests_per_minute: int | None = Field(default=None, ge=1)
     tokens_per_minute: int | None = Field(default=None, ge=1)
     tokens_per_day: int | None = Field(default=None, ge=1)
+    enforce_in_stream: bool = Field(
+        default=False,
+        description="count streamed tokens as they pass and cut a stream that outruns its "
+        "reservation (its answers then pass through extproc)",
+    )
 
 
 class Tenant(_Strict):

@@ -21,7 +21,13 @@ from __future__ import annotations
 import logging
 
 from smesh.config.schema import Budgets, Model
-from smesh.extproc.budget import BudgetStore, BudgetUnavailable, Reservation, exceeds_limits
+from smesh.extproc.budget import (
+    BudgetStore,
+    BudgetUnavailable,
+    Hold,
+    Reservation,
+    exceeds_limits,
+)
 from smesh.extproc.endpoints import EndpointSpec, ParsedRequest
 from smesh.extproc.errors import GatewayError
 from smesh.extproc.tokens import TokenCounter, estimate_prompt_tokens
@@ -57,12 +63,16 @@ def reservation_tokens(
     request: ParsedRequest,
     counter: TokenCounter,
     limits: Budgets,
-) -> int:
-    """Prompt estimate + completion cap when a token budget applies, else 0."""
+) -> tuple[int, int]:
+    """(prompt estimate + completion cap, prompt estimate) when a token budget applies.
+
+    ``(0, 0)`` when only requests are counted: the prompt is then never tokenised.
+    """
     cap = completion_cap(spec, model, request)
     if not (limits.tokens_per_minute or limits.tokens_per_day):
-        return 0
-    tokens = estimate_prompt_tokens(spec.path, request.body, counter) + cap
+        return 0, 0
+    prompt = estimate_prompt_tokens(spec.path, request.body, counter)
+    tokens = prompt + cap
     too_big = exceeds_limits(limits, tokens)
     if too_big is not None:
         raise GatewayError(
@@ -71,13 +81,15 @@ def reservation_tokens(
             f"this request needs {tokens} tokens (prompt + max_tokens), more than the "
             f"tenant's whole {too_big} budget; lower max_tokens or the prompt",
         )
-    return tokens
+    return tokens, prompt
 
 
-def reserve(store: BudgetStore, tenant: str, limits: Budgets, tokens: int) -> Reservation:
+def reserve(
+    store: BudgetStore, tenant: str, limits: Budgets, tokens: int, hold: Hold | None = None
+) -> Reservation:
     """Admit ``tokens`` against every window or raise the refusal (429 / 503)."""
     try:
-        admission = store.reserve(tenant, limits, tokens)
+        admission = store.reserve(tenant, limits, tokens, hold=hold)
     except BudgetUnavailable as exc:
         log.error("budget store unavailable, refusing (fail closed): %s", exc)
         raise GatewayError(

@@ -27,6 +27,13 @@ that only one of them fits in. The rules, shared by every store:
   the settle that follows: a stream extends only once its usage passed the old
   reservation, so any refund is at most the newest chunk, which sits in those windows.
 
+- **Held reservations expire.** Settlement arrives with Envoy's access log, after the
+  answer; if it never does (Envoy died, the log was dropped), the reservation must not
+  hold budget forever. A reservation made with a ``hold`` (the request id and how long
+  the request may take) is refunded by the store once its deadline passes; a settle
+  that arrives later charges the real usage on its own. Expiry runs inside ``reserve``
+  for the tenant that reserves and in :meth:`BudgetStore.expire` for everyone.
+
 Counters are kept for every window even when its limit is unlimited, so a limit added
 by a config change applies to traffic already in flight.
 
@@ -36,10 +43,11 @@ closed (HTTP 503) rather than serve an unmetered request.
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -51,6 +59,7 @@ __all__ = [
     "Admission",
     "BudgetStore",
     "BudgetUnavailable",
+    "Hold",
     "MemoryBudgetStore",
     "Reservation",
     "exceeds_limits",
@@ -73,6 +82,15 @@ class Reservation:
     tokens: int
     minute: int
     day: int
+    hold_id: str = ""  # set when the store expires it unless settled (see Hold)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Ask the store to refund a reservation left unsettled for ``ttl_s`` seconds."""
+
+    id: str
+    ttl_s: float
 
 
 @dataclass(frozen=True)
@@ -93,7 +111,12 @@ class BudgetStore(Protocol):
     """Where reservations are counted; one per extproc process, shared by its threads."""
 
     def reserve(
-        self, tenant: str, limits: Budgets, tokens: int, now: float | None = None
+        self,
+        tenant: str,
+        limits: Budgets,
+        tokens: int,
+        now: float | None = None,
+        hold: Hold | None = None,
     ) -> Admission: ...
 
     def extend(
@@ -101,6 +124,10 @@ class BudgetStore(Protocol):
     ) -> Reservation | None: ...
 
     def settle(self, reservation: Reservation, actual_tokens: int) -> None: ...
+
+    def settle_many(self, settlements: Sequence[tuple[Reservation, int]]) -> None: ...
+
+    def expire(self, now: float | None = None) -> int: ...
 
     def close(self) -> None: ...
 
@@ -149,17 +176,25 @@ class MemoryBudgetStore:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str, int], int] = {}
         self._pruned_minute = -1
+        self._holds: dict[str, Reservation] = {}  # hold id -> what it holds now
+        self._deadlines: list[tuple[float, str]] = []  # heap of (deadline, hold id)
 
     def reserve(
-        self, tenant: str, limits: Budgets, tokens: int, now: float | None = None
+        self,
+        tenant: str,
+        limits: Budgets,
+        tokens: int,
+        now: float | None = None,
+        hold: Hold | None = None,
     ) -> Admission:
-        """Admit and count one request of ``tokens`` unless a window is already spent."""
+        """Admit and count one request of ``tokens`` if it fits every window."""
         check_tokens(tokens)
         now = self._clock() if now is None else now
         minute, day = window_of(now)
         keys = {_RPM: (tenant, _RPM, minute), _TPM: (tenant, _TPM, minute)}
         keys[_TPD] = (tenant, _TPD, day)
         with self._lock:
+            self._expire(now)
             self._prune(minute, day)
             refused = self._refused(keys, limits, {_RPM: 1, _TPM: tokens, _TPD: tokens})
             if refused:
@@ -167,7 +202,26 @@ class MemoryBudgetStore:
             self._add(keys[_RPM], 1)
             self._add(keys[_TPM], tokens)
             self._add(keys[_TPD], tokens)
-        return Admission(True, Reservation(tenant, tokens, minute, day))
+            reservation = Reservation(tenant, tokens, minute, day, hold.id if hold else "")
+            if hold is not None:
+                self._holds[hold.id] = reservation
+                heapq.heappush(self._deadlines, (now + hold.ttl_s, hold.id))
+        return Admission(True, reservation)
+
+    def expire(self, now: float | None = None) -> int:
+        """Refund every held reservation past its deadline; how many were."""
+        with self._lock:
+            return self._expire(self._clock() if now is None else now)
+
+    def _expire(self, now: float) -> int:
+        expired = 0
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, hold_id = heapq.heappop(self._deadlines)
+            held = self._holds.pop(hold_id, None)
+            if held is not None:  # else settled already
+                self._apply(held, -held.tokens)
+                expired += 1
+        return expired
 
     def extend(
         self, reservation: Reservation, limits: Budgets, tokens: int, now: float | None = None
@@ -184,16 +238,42 @@ class MemoryBudgetStore:
                 return None
             self._add(keys[_TPM], tokens)
             self._add(keys[_TPD], tokens)
-        return replace(reservation, tokens=reservation.tokens + tokens, minute=minute, day=day)
+            extended = replace(
+                reservation, tokens=reservation.tokens + tokens, minute=minute, day=day
+            )
+            if reservation.hold_id in self._holds:
+                self._holds[reservation.hold_id] = extended
+        return extended
 
     def settle(self, reservation: Reservation, actual_tokens: int) -> None:
-        """Replace the reserved tokens by ``actual_tokens`` in the reservation's windows."""
-        delta = actual_tokens - reservation.tokens
-        tenant = reservation.tenant
+        """Replace the reserved tokens by ``actual_tokens`` in the reservation's windows.
+
+        A held reservation that already expired was refunded: ``actual_tokens`` is then
+        charged on its own.
+        """
         with self._lock:
-            for key in ((tenant, _TPM, reservation.minute), (tenant, _TPD, reservation.day)):
-                if key in self._counts:  # an expired window is history: leave it dropped
-                    self._counts[key] = max(0, self._counts[key] + delta)
+            self._settle(reservation, actual_tokens)
+
+    def settle_many(self, settlements: Sequence[tuple[Reservation, int]]) -> None:
+        """Several settles under one lock (one access-log batch)."""
+        with self._lock:
+            for reservation, actual in settlements:
+                self._settle(reservation, actual)
+
+    def _settle(self, reservation: Reservation, actual_tokens: int) -> None:
+        if reservation.hold_id:
+            held = self._holds.pop(reservation.hold_id, None)
+            if held is None:  # expired and refunded (or settled twice): charge what was used
+                self._apply(reservation, actual_tokens)
+                return
+            reservation = held  # an extend may have moved it since the caller saw it
+        self._apply(reservation, actual_tokens - reservation.tokens)
+
+    def _apply(self, reservation: Reservation, delta: int) -> None:
+        tenant = reservation.tenant
+        for key in ((tenant, _TPM, reservation.minute), (tenant, _TPD, reservation.day)):
+            if key in self._counts:  # an expired window is history: leave it dropped
+                self._counts[key] = max(0, self._counts[key] + delta)
 
     def used(self, tenant: str, now: float | None = None) -> dict[str, int]:
         """Current-window usage per limit name (for tests, metrics and status pages)."""

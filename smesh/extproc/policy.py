@@ -26,6 +26,7 @@ from smesh.config.loader import ConfigError, LocatedConfig, load_located
 from smesh.config.references import ConfigIssue
 from smesh.config.schema import MeshConfig, Model, Tenant
 from smesh.contract import residency_key
+from smesh.extproc.guarding import CompiledGuard, compile_guard
 from smesh.extproc.tokens import TokenCounter, load_counter
 
 __all__ = ["FilePolicySource", "Policy", "PolicySource", "StaticPolicySource"]
@@ -49,6 +50,8 @@ class Policy:
     catalog: Mapping[str, tuple[str, ...]]  # tenant -> model ids for /v1/models
     residency: Mapping[str, str | None]  # tenant -> RESIDENCY_HEADER value
     counters: Mapping[str, TokenCounter]  # canonical model -> its tokenizer
+    guards: Mapping[str, CompiledGuard]  # tenant -> its guard policy (absent: none)
+    answers_seen: frozenset[str]  # tenants whose answers extproc must see
 
     @classmethod
     def compile(cls, located: LocatedConfig) -> Policy:
@@ -61,8 +64,15 @@ class Policy:
                 counters[model.name] = load_counter(model.tokenizer)
             except ValueError as exc:
                 issues.append(ConfigIssue(("models", m, "tokenizer", "path"), str(exc)))
+        compiled: dict[str, CompiledGuard] = {}
+        for g, guard in enumerate(config.guards):
+            try:
+                compiled[guard.name] = compile_guard(guard)
+            except ValueError as exc:
+                issues.append(ConfigIssue(("guards", g), str(exc)))
         if issues:
             raise located.error(issues)
+        guards = {t.name: compiled[t.guard] for t in config.tenants if t.guard is not None}
         regions = {c.name: c.region for c in config.clusters}
         models: dict[str, Model] = {}
         model_regions: dict[str, frozenset[str]] = {}
@@ -109,6 +119,13 @@ class Policy:
                 for t in config.tenants
             },
             counters=counters,
+            guards=guards,
+            answers_seen=frozenset(
+                t.name
+                for t in config.tenants
+                if t.budgets.enforce_in_stream
+                or (t.name in guards and guards[t.name].scans_answers)
+            ),
         )
 
     @classmethod
@@ -123,6 +140,14 @@ class Policy:
     def may_use(self, tenant: Tenant, model: Model) -> bool:
         """Listed for the tenant and (for a residency-bound tenant) runnable in its regions."""
         return model.name in self.usable.get(tenant.name, frozenset())
+
+    def guard_of(self, tenant: Tenant) -> CompiledGuard | None:
+        """The tenant's compiled guard policy; ``None``: it pays nothing for guards."""
+        return self.guards.get(tenant.name)
+
+    def answer_mode(self, tenant: Tenant) -> bool:
+        """Whether extproc must see this tenant's answers (answer guards, stream budgets)."""
+        return tenant.name in self.answers_seen
 
     def refusal_reason(self, tenant: Tenant, model: Model) -> str:
         """Why ``tenant`` may not use ``model`` (kept for the audit record, never sent)."""

@@ -1,18 +1,22 @@
 """One request's trip through extproc, phase by phase, without gRPC.
 
-Envoy calls up to four phases per request (DESIGN.md decision 4): request headers (who
-is calling, which endpoint), request body (which model, may they, reserve budget,
-rewrite), response headers and response body (usage, settle; SSE chunk by chunk).
+Envoy sends two messages per request (DESIGN.md decision 4): the request headers (who is
+calling, which endpoint) and the buffered request body (which model, may they, guards,
+reserve budget, rewrite). The answer does not pass through Python: Envoy captures its
+usage and its access log brings it back (:mod:`~smesh.extproc.completion` settles and
+records it). Only a request whose tenant's policy scans answers, or cuts streams that
+outrun their reservation, asks for the response phases too (``answer_mode``); then
+:mod:`~smesh.extproc.answers` rewrites the answer chunk by chunk.
 
 The work is done by small steps, each a function with typed inputs and a decision or a
 :class:`GatewayError` out: :func:`~smesh.extproc.auth.authenticate`,
-:func:`~smesh.extproc.routing.resolve_model`,
+:func:`~smesh.extproc.routing.resolve_model`, :func:`~smesh.extproc.guarding.guard_prompt`,
 :func:`~smesh.extproc.admission.reservation_tokens` / :func:`~smesh.extproc.admission.reserve`,
 :func:`~smesh.extproc.endpoints.serialise_body`. :class:`Processor` only runs them in
 order; what it carries is split in two: :class:`Deps` (shared by every request: stores,
-telemetry, clock) and :class:`RequestState` (this request's own state, nothing else).
-Each phase returns a :class:`Continue` or :class:`Reply` that the servicer turns into
-protobuf. Nothing here logs prompt or answer text.
+telemetry, audit, clock) and :class:`RequestState` (this request's own state, nothing
+else). Each phase returns a :class:`Continue` or :class:`Reply` that the servicer turns
+into protobuf. Nothing here logs prompt or answer text.
 """
 
 from __future__ import annotations
@@ -25,14 +29,18 @@ from typing import Any
 from smesh.config.schema import Model, Tenant
 from smesh.contract import (
     ERROR_HEADER,
+    GUARD_HEADER,
     MODEL_HEADER,
     OVERHEAD_HEADER,
+    REQUEST_NAMESPACE,
     RESIDENCY_HEADER,
     TENANT_HEADER,
 )
 from smesh.extproc.admission import completion_cap, has_budgets, reservation_tokens, reserve
+from smesh.extproc.answers import AnswerRewriter
+from smesh.extproc.audit import AuditLog, AuditTicket
 from smesh.extproc.auth import authenticate
-from smesh.extproc.budget import BudgetStore, BudgetUnavailable, Reservation
+from smesh.extproc.budget import BudgetStore, BudgetUnavailable, Hold, Reservation
 from smesh.extproc.endpoints import (
     ENDPOINTS,
     EndpointSpec,
@@ -42,14 +50,15 @@ from smesh.extproc.endpoints import (
     serialise_body,
 )
 from smesh.extproc.errors import GatewayError
-from smesh.extproc.metering import StreamMeter, Usage, prepare_stream_request, usage_from_json
+from smesh.extproc.guarding import PromptVerdict, guard_prompt
+from smesh.extproc.metering import prepare_stream_request
 from smesh.extproc.policy import Policy
 from smesh.extproc.routing import model_list, resolve_model
-from smesh.extproc.telemetry import RequestRecord, Telemetry
-from smesh.extproc.tokens import estimate_prompt_tokens
+from smesh.extproc.stream_budget import StreamBudget
+from smesh.extproc.telemetry import Telemetry, trace_id_of
 
 __all__ = [
-    "MAX_METERED_ANSWER",
+    "HOLD_SLACK_S",
     "Continue",
     "Decision",
     "Deps",
@@ -58,12 +67,12 @@ __all__ = [
     "RequestState",
 ]
 
-# A JSON answer larger than this still reaches the client; its usage is then unknown and
-# the reservation is kept as the charge (see _settle).
-MAX_METERED_ANSWER = 64 << 20
 # Headers the upstream must never see from a client; Envoy removes them too (route level),
 # so that no failure mode lets them through.
 CREDENTIAL_HEADERS = ("authorization", "api-key")
+# A reservation is refunded if its access-log entry has not arrived this long after the
+# model's own timeout (which bounds the whole request, streams included).
+HOLD_SLACK_S = 60.0
 
 
 @dataclass
@@ -74,6 +83,8 @@ class Continue:
     remove_headers: list[str] = field(default_factory=list)
     body: bytes | None = None
     clear_route_cache: bool = False
+    metadata: dict[str, Any] | None = None  # dynamic metadata: namespace -> fields
+    answer_mode: bool = False  # switch the response phases on for this request
 
 
 @dataclass
@@ -97,11 +108,13 @@ Decision = Continue | Reply
 
 @dataclass(frozen=True)
 class Deps:
-    """What every request shares: the budget store, telemetry, the clock."""
+    """What every request shares: the budget store, telemetry, the audit log, the clock."""
 
     budgets: BudgetStore
     telemetry: Telemetry
+    audit: AuditLog | None = None
     clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
 
 
 @dataclass
@@ -110,21 +123,21 @@ class RequestState:
 
     policy: Policy
     started: float = 0.0
+    started_at: float = 0.0  # wall clock, for records
+    request_id: str = ""
     traceparent: str = ""
     tenant: Tenant | None = None
     spec: EndpointSpec | None = None
     model: Model | None = None
     request: ParsedRequest | None = None
+    verdict: PromptVerdict | None = None
     reservation: Reservation | None = None
-    prompt_estimate: int | None = None
-    status: int = 0
-    meter: StreamMeter | None = None
-    usage: Usage | None = None
-    first_byte: float | None = None
+    prompt_tokens: int = 0
+    ticket: AuditTicket | None = None
+    answer: AnswerRewriter | None = None
+    stream_budget: StreamBudget | None = None
     overhead_s: float = 0.0
-    settled: bool = False
-    answer: list[bytes] = field(default_factory=list)
-    answer_size: int = 0
+    forwarded: bool = False
 
 
 class Processor:
@@ -146,10 +159,18 @@ class Processor:
     ) -> Decision:
         state = self.state
         state.started = self.deps.clock()
+        state.started_at = self.deps.wall_clock()
+        state.request_id = headers.get("x-request-id", "")
         state.traceparent = state.traceparent or headers.get("traceparent", "")
         path = headers.get(":path", "").split("?", 1)[0]
         method = headers.get(":method", "")
         try:
+            if self.deps.audit is not None:
+                state.ticket = self.deps.audit.reserve()
+                if state.ticket is None:  # refused rather than served unaudited
+                    raise GatewayError(
+                        503, "audit_unavailable", "the audit log is backed up; try again"
+                    )
             state.tenant = authenticate(state.policy, headers, jwt_claims)
             if path.rstrip("/") == "/v1/models" or path.startswith("/v1/models/"):
                 return self._reply(200, model_list(state.policy, state.tenant, method, path))
@@ -164,10 +185,11 @@ class Processor:
             state.spec = spec
         except GatewayError as err:
             return self._refuse(err)
-        return Continue()
+        # Only a tenant whose answers extproc must see pays for the response phases.
+        return Continue(answer_mode=state.policy.answer_mode(state.tenant))
 
     def _reply(self, status: int, body: bytes) -> Reply:
-        self.state.status = status
+        self._audit_local(status, "answered", "")
         return Reply(status, body, {"content-type": "application/json"})
 
     # -- request body ----------------------------------------------------------------------
@@ -181,30 +203,25 @@ class Processor:
             model = resolve_model(policy, tenant, request.model)
             state.model, state.request = model, request
             completion_cap(spec, model, request)  # over the model's max_tokens: 400
+            guard = policy.guard_of(tenant)
+            if guard is not None:
+                state.verdict = guard_prompt(guard, spec.path, request.body)
+                request = ParsedRequest(
+                    state.verdict.body, request.model, request.stream, request.max_tokens
+                )
+                state.request = request
             if has_budgets(tenant.budgets):
-                tokens = reservation_tokens(
+                tokens, state.prompt_tokens = reservation_tokens(
                     spec, model, request, policy.counters[model.name], tenant.budgets
                 )
-                state.reservation = reserve(self.deps.budgets, tenant.name, tenant.budgets, tokens)
+                hold = Hold(state.request_id, model.timeout + HOLD_SLACK_S)
+                state.reservation = reserve(
+                    self.deps.budgets, tenant.name, tenant.budgets, tokens, hold
+                )
             body = self._upstream_body(spec, model, request)
         except GatewayError as err:
             return self._refuse(err)
-        decision = Continue(
-            set_headers={
-                MODEL_HEADER: model.name,
-                TENANT_HEADER: tenant.name,
-                "content-length": str(len(body)),
-            },
-            remove_headers=list(CREDENTIAL_HEADERS),
-            body=body,
-            clear_route_cache=True,
-        )
-        residency = policy.residency.get(tenant.name)
-        if residency is not None:
-            decision.set_headers[RESIDENCY_HEADER] = residency
-        else:  # Envoy drops client copies early; this holds even if that config is missing
-            decision.remove_headers.append(RESIDENCY_HEADER)
-        return decision
+        return self._forward(tenant, model, body)
 
     def _upstream_body(self, spec: EndpointSpec, model: Model, request: ParsedRequest) -> bytes:
         """The body that goes upstream: always re-serialised (see :mod:`.endpoints`)."""
@@ -215,139 +232,152 @@ class Processor:
             # The reservation assumed the model's cap: make the server honour it too.
             body = {**body, "max_tokens": model.max_tokens}
         if request.stream:
-            body, wants_usage = prepare_stream_request(body)
-            # Deltas are tokenised only when a token budget could cut the stream.
-            limits = self.state.tenant.budgets if self.state.tenant else None
-            counts = limits is not None and bool(limits.tokens_per_minute or limits.tokens_per_day)
-            self.state.meter = StreamMeter(
-                client_wants_usage=wants_usage,
-                counter=self.state.policy.counters[model.name] if counts else None,
-            )
+            body, _ = prepare_stream_request(body)  # usage is read from the stream by Envoy
         return serialise_body(body)
 
-    # -- response ------------------------------------------------------------------------
+    def _forward(self, tenant: Tenant, model: Model, body: bytes) -> Continue:
+        state = self.state
+        assert state.spec is not None and state.request is not None
+        policy = state.policy
+        guard = policy.guard_of(tenant)
+        if guard is not None and guard.scans_answers and state.verdict is not None:
+            state.answer = AnswerRewriter(guard, state.spec, state.verdict.redactor)
+        limits = tenant.budgets
+        if (
+            limits.enforce_in_stream
+            and state.request.stream
+            and state.reservation is not None
+            and (limits.tokens_per_minute or limits.tokens_per_day)
+        ):
+            state.stream_budget = StreamBudget(
+                self.deps.budgets,
+                limits,
+                state.reservation,
+                state.prompt_tokens,
+                policy.counters[model.name],
+            )
+        state.forwarded = True
+        overhead_ms = (state.overhead_s + self.deps.clock() - state.started) * 1000
+        decision = Continue(
+            set_headers={
+                MODEL_HEADER: model.name,
+                TENANT_HEADER: tenant.name,
+                "content-length": str(len(body)),
+                OVERHEAD_HEADER: f"{overhead_ms:.2f}",
+            },
+            remove_headers=list(CREDENTIAL_HEADERS),
+            body=body,
+            clear_route_cache=True,
+            metadata={REQUEST_NAMESPACE: self._record_fields(model, overhead_ms)},
+        )
+        residency = policy.residency.get(tenant.name)
+        if residency is not None:
+            decision.set_headers[RESIDENCY_HEADER] = residency
+        else:  # Envoy drops client copies early; this holds even if that config is missing
+            decision.remove_headers.append(RESIDENCY_HEADER)
+        if state.verdict is not None and state.verdict.flags:
+            decision.set_headers[GUARD_HEADER] = ",".join(state.verdict.flags)
+        if state.ticket is not None:
+            # The record is written when Envoy's access log brings the answer's outcome.
+            state.ticket.cancel()
+            state.ticket = None
+        return decision
+
+    def _record_fields(self, model: Model, overhead_ms: float) -> dict[str, Any]:
+        """What the access-log entry must carry for settling, metrics and the audit record."""
+        state = self.state
+        assert state.tenant is not None and state.spec is not None and state.request is not None
+        fields: dict[str, Any] = {
+            "tenant": state.tenant.name,
+            "model": model.name,
+            "endpoint": state.spec.path,
+            "stream": state.request.stream,
+            "started_at": state.started_at,
+            "overhead_ms": round(overhead_ms, 3),
+        }
+        if trace_id_of(state.traceparent) is not None:  # a client's malformed one is dropped
+            fields["traceparent"] = state.traceparent
+        reservation = state.reservation
+        if reservation is not None:
+            fields["reservation"] = [
+                reservation.tokens,
+                reservation.minute,
+                reservation.day,
+                reservation.hold_id,
+            ]
+        verdict = state.verdict
+        if verdict is not None:
+            if verdict.fired:
+                fields["guards"] = list(verdict.fired)
+            if verdict.entities:
+                fields["entities"] = dict(verdict.entities)
+        return fields
+
+    # -- response (only with answer_mode) ---------------------------------------------------
 
     def response_headers(self, headers: Mapping[str, str]) -> Decision:
         state = self.state
         status = headers.get(":status", "0")
-        state.status = int(status) if status.isdigit() else 0
-        if state.status >= 300 and state.meter is not None:
-            state.meter = None  # an error answer is JSON, not a stream
-        return Continue(set_headers={OVERHEAD_HEADER: f"{state.overhead_s * 1000:.2f}"})
+        code = int(status) if status.isdigit() else 0
+        if not 200 <= code < 300 or "text/event-stream" not in headers.get("content-type", ""):
+            state.stream_budget = None  # only a stream can outrun its reservation
+        if state.answer is not None and not state.answer.begin(code, headers):
+            state.answer = None
+        if state.answer is None and state.stream_budget is None:
+            return Continue()
+        # The rewrite changes the answer's length: let Envoy frame it.
+        return Continue(remove_headers=["content-length"])
 
     def response_body(self, chunk: bytes, end_of_stream: bool) -> Decision:
         state = self.state
-        if state.first_byte is None:
-            state.first_byte = self.deps.clock()
-        if state.meter is None:
-            # JSON answers stream through untouched; keep their bytes for the usage field.
-            if state.status < 300 and state.answer_size + len(chunk) <= MAX_METERED_ANSWER:
-                state.answer.append(chunk)
-            state.answer_size += len(chunk)
-            if end_of_stream:
-                complete = state.answer_size <= MAX_METERED_ANSWER and state.status < 300
-                state.usage = usage_from_json(b"".join(state.answer)) if complete else None
-                state.answer.clear()
-                self._settle()
+        if state.answer is None and state.stream_budget is None:
             return Continue()
-        out = state.meter.feed(chunk, end_of_stream)
-        if not state.meter.is_cut and (cut := self._over_budget()) is not None:
-            out += cut
-        if end_of_stream:
-            state.usage = state.meter.usage
-            self._settle()
+        out = chunk
+        if state.stream_budget is not None:
+            out = state.stream_budget.feed(out, end_of_stream)
+        if state.answer is not None:
+            out = state.answer.feed(out, end_of_stream)
         return Continue(body=out)
-
-    def _estimate(self) -> int:
-        """The prompt's token count with the model's own tokenizer (computed once)."""
-        state = self.state
-        if state.prompt_estimate is None:
-            state.prompt_estimate = 0
-            if state.model and state.request and state.spec:
-                counter = state.policy.counters[state.model.name]
-                state.prompt_estimate = estimate_prompt_tokens(
-                    state.spec.path, state.request.body, counter
-                )
-        return state.prompt_estimate
-
-    def _over_budget(self) -> bytes | None:
-        """A stream past its reservation asks for more; the closing events when refused."""
-        state = self.state
-        if state.reservation is None or state.meter is None or state.tenant is None:
-            return None
-        limits = state.tenant.budgets
-        if not (limits.tokens_per_minute or limits.tokens_per_day):
-            return None  # only requests are counted: there is no token budget to outrun
-        used = self._estimate() + state.meter.completion_tokens_seen
-        if used <= state.reservation.tokens:
-            return None
-        extra = max(used - state.reservation.tokens, 64)  # ask in steps, not per token
-        try:
-            extended = self.deps.budgets.extend(state.reservation, limits, extra)
-        except BudgetUnavailable:
-            # Fail closed, and say why: the budget is not known to be spent.
-            return state.meter.cut(
-                "the budget store is unreachable; the answer was cut",
-                "budget_store_unavailable",
-                type_="service_unavailable",
-            )
-        if extended is None:
-            return state.meter.cut("the tenant's token budget is exhausted")
-        state.reservation = extended
-        return None
 
     # -- end -------------------------------------------------------------------------------
 
     def _refuse(self, err: GatewayError) -> Reply:
         state = self.state
-        state.status = err.status
         tenant = state.tenant.name if state.tenant else ""
         self.deps.telemetry.refused(tenant, err.status, err.recorded_reason)
+        self._audit_local(err.status, "refused", err.recorded_reason)
         return Reply.error(err)
 
-    def _settle(self) -> None:
+    def _audit_local(self, status: int, decision: str, reason: str) -> None:
+        """The audit record of a request extproc answered itself (no access-log entry)."""
+        ticket, self.state.ticket = self.state.ticket, None
+        if ticket is None:
+            return
         state = self.state
-        if state.settled:
-            return
-        state.settled = True
-        if state.usage is None and state.meter is not None and state.status < 300:
-            seen = state.meter.completion_tokens_seen
-            state.usage = Usage(prompt_tokens=self._estimate(), completion_tokens=seen)
-        if state.reservation is not None:
-            if state.usage is not None:
-                actual = state.usage.total
-            elif 200 <= state.status < 300:
-                actual = state.reservation.tokens  # answered, usage unknown: charge the hold
-            else:
-                actual = 0  # refused upstream or abandoned before an answer: give it back
-            if state.reservation.tokens or actual:
-                try:
-                    self.deps.budgets.settle(state.reservation, actual)
-                except BudgetUnavailable as exc:
-                    self.deps.telemetry.settle_failed(exc)
-        if state.tenant is None or state.model is None:
-            return
-        now = self.deps.clock()
-        self.deps.telemetry.record(
-            RequestRecord(
-                tenant=state.tenant.name,
-                model=state.model.name,
-                endpoint=state.spec.path if state.spec else "",
-                status=state.status,
-                usage=state.usage,
-                cost=state.model.price.cost(
-                    state.usage.prompt_tokens, state.usage.completion_tokens
-                )
-                if state.usage
-                else 0.0,
-                duration_s=now - state.started,
-                ttft_s=(state.first_byte - state.started) if state.first_byte else None,
-                overhead_s=state.overhead_s,
-                streamed=state.meter is not None,
-                traceparent=state.traceparent,
-            )
-        )
+        record: dict[str, Any] = {
+            "time": state.started_at,
+            "request_id": state.request_id,
+            "tenant": state.tenant.name if state.tenant else None,
+            "model": state.model.name if state.model else None,
+            "decision": decision,
+            "status": status,
+            "latency_ms": round((self.deps.clock() - state.started) * 1000, 3),
+        }
+        if reason:
+            record["reason"] = reason
+        if state.verdict is not None:
+            record["guards"] = list(state.verdict.fired)
+            record["entities"] = dict(state.verdict.entities)
+        ticket.write(record)
 
     def finish(self) -> None:
-        """The stream ended (normally, or the client/Envoy went away): settle once."""
-        self._settle()
+        """The stream ended (normally, or the client/Envoy went away)."""
+        state = self.state
+        if state.ticket is not None:
+            # Neither refused nor forwarded (Envoy gave up mid-request): say so.
+            self._audit_local(499, "abandoned", "stream_ended")
+        if state.reservation is not None and not state.forwarded:
+            try:
+                self.deps.budgets.settle(state.reservation, 0)  # never went upstream
+            except BudgetUnavailable as exc:
+                self.deps.telemetry.settle_failed(exc)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from envoy.service.accesslog.v3 import als_pb2_grpc as als_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -33,9 +34,12 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from prometheus_client import start_http_server
 
 from smesh.config.loader import load_config
+from smesh.config.schema import Audit as AuditConfig
 from smesh.config.schema import BudgetStore as BudgetStoreConfig
 from smesh.config.schema import Tracing
-from smesh.extproc.budget import BudgetStore, MemoryBudgetStore
+from smesh.extproc.audit import AuditLog, default_key_path, load_or_create_key
+from smesh.extproc.budget import BudgetStore, BudgetUnavailable, MemoryBudgetStore
+from smesh.extproc.completion import AccessLogService, CompletionSink
 from smesh.extproc.policy import FilePolicySource, PolicySource
 from smesh.extproc.processor import Deps, Processor
 from smesh.extproc.servicer import ExternalProcessorService
@@ -46,6 +50,8 @@ __all__ = ["ExtProcSettings", "make_budget_store", "make_server", "run_extproc"]
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# Held reservations past their deadline are refunded this often (and on every reserve).
+EXPIRE_EVERY_S = 5.0
 
 _OPTIONS = [
     ("grpc.so_reuseport", 1),
@@ -83,10 +89,11 @@ def make_server(
     address: str,
     threads: int = 256,
     credentials: grpc.ServerCredentials | None = None,
+    audit: AuditLog | None = None,
 ) -> tuple[grpc.Server, int]:
-    """A started ext_proc server; ``address`` port 0 picks one (returned)."""
+    """A started extproc server (ext_proc + access log); ``address`` port 0 picks one."""
 
-    deps = Deps(budgets=budgets, telemetry=telemetry)
+    deps = Deps(budgets=budgets, telemetry=telemetry, audit=audit)
 
     def new_processor() -> Processor:
         return Processor(deps, policy.current())
@@ -97,6 +104,8 @@ def make_server(
         maximum_concurrent_rpcs=threads,
     )
     ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessorService(new_processor), server)
+    sink = CompletionSink(policy, budgets, telemetry, audit)
+    als_grpc.add_AccessLogServiceServicer_to_server(AccessLogService(sink), server)
     if credentials is None:
         port = server.add_insecure_port(address)
     else:
@@ -189,6 +198,7 @@ def _serve_one(settings: ExtProcSettings, index: int, parent: int | None = None)
         _start_metrics(settings.metrics_port + index, settings.address)
     telemetry = Telemetry(readers, _tracer_provider(config.tracing))
     budgets = make_budget_store(config.extproc.budget_store)
+    audit = _audit_log(config.audit, index, settings.workers)
     server, port = make_server(
         policy,
         budgets,
@@ -196,13 +206,33 @@ def _serve_one(settings: ExtProcSettings, index: int, parent: int | None = None)
         f"{settings.address}:{settings.port}",
         settings.threads,
         _credentials(settings),
+        audit,
     )
     print(f"smesh-extproc worker {index} on {settings.address}:{port}", flush=True)
-    stop.wait()
+    while not stop.wait(EXPIRE_EVERY_S):
+        try:
+            budgets.expire()  # reservations whose access-log entry never came
+        except BudgetUnavailable as exc:
+            log.warning("could not expire held reservations: %s", exc)
     server.stop(grace=2).wait()
     policy.close()
     budgets.close()
+    if audit is not None:
+        audit.close()
     telemetry.shutdown()
+
+
+def _audit_log(config: AuditConfig | None, index: int, workers: int) -> AuditLog | None:
+    """This worker's audit log (one file per worker: a chain has one writer)."""
+    if config is None:
+        return None
+    path = Path(config.path)
+    if workers > 1:
+        path = path.with_name(f"{path.stem}.w{index}{path.suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key_path = Path(config.key_file) if config.key_file else default_key_path(Path(config.path))
+    key = load_or_create_key(key_path)
+    return AuditLog(path, key, rotate_bytes=config.rotate_bytes, queue_size=config.queue_size)
 
 
 def run_extproc(settings: ExtProcSettings) -> int:

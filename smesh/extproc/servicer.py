@@ -2,7 +2,12 @@
 
 The servicer only loops on the stream: it turns each ProcessingRequest into a call on a
 per-request :class:`Processor` and the returned decision into a ProcessingResponse. End of
-stream and cancellation are normal returns; the processor settles in ``finish``.
+stream and cancellation are normal returns; the processor finishes in ``finish``.
+
+Per-request cost matters here (two messages per request, DESIGN decision 4): headers are
+decoded once, into one dict; the JWT payload is read field by field from its ``Struct``
+(no pure-Python ``MessageToDict``); the constant answers (an unchanged headers or body
+phase) are built once and reused; responses are built in place, never copied.
 """
 
 from __future__ import annotations
@@ -14,19 +19,42 @@ from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
-from google.protobuf import json_format
+from google.protobuf import struct_pb2
 
 from smesh.contract import JWT_FILTER, JWT_PAYLOAD_KEY
 from smesh.extproc.errors import GatewayError
-from smesh.extproc.processor import Continue, Decision, Processor, Reply
+from smesh.extproc.processor import Decision, Processor, Reply
 
-__all__ = ["ExternalProcessorService"]
+__all__ = ["ANSWER_MODE", "ExternalProcessorService"]
 
 log = logging.getLogger(__name__)
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_Mode = processing_mode_pb2.ProcessingMode
+# The override that switches one request's response phases on (its tenant's answers are
+# scanned, or its stream is metered as it goes): headers SEND, body STREAMED (a BUFFERED
+# answer would share the request's buffer limit and turn large answers into 500s).
+ANSWER_MODE = _Mode(
+    request_header_mode=_Mode.SEND,
+    request_body_mode=_Mode.BUFFERED,
+    request_trailer_mode=_Mode.SKIP,
+    response_header_mode=_Mode.SEND,
+    response_body_mode=_Mode.STREAMED,
+    response_trailer_mode=_Mode.SKIP,
+)
+# Answers that change nothing, serialised once (each phase has its own oneof field).
+_UNCHANGED = {
+    "request_headers": ep.ProcessingResponse(request_headers=ep.HeadersResponse()),
+    "request_body": ep.ProcessingResponse(request_body=ep.BodyResponse()),
+    "response_headers": ep.ProcessingResponse(response_headers=ep.HeadersResponse()),
+    "response_body": ep.ProcessingResponse(response_body=ep.BodyResponse()),
+}
+_UNCHANGED_WITH_ANSWERS = ep.ProcessingResponse(
+    request_headers=ep.HeadersResponse(), mode_override=ANSWER_MODE
+)
 
 
 def _headers(message: ep.HttpHeaders) -> dict[str, str]:
@@ -37,14 +65,23 @@ def _headers(message: ep.HttpHeaders) -> dict[str, str]:
     }
 
 
+def _plain(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None  # nested claims are never a tenant name
+
+
 def _jwt_claims(request: ep.ProcessingRequest) -> Mapping[str, Any] | None:
     namespace = request.metadata_context.filter_metadata.get(JWT_FILTER)
     if namespace is None or JWT_PAYLOAD_KEY not in namespace.fields:
         return None
-    claims: dict[str, Any] = json_format.MessageToDict(
-        namespace.fields[JWT_PAYLOAD_KEY].struct_value
-    )
-    return claims
+    payload = namespace.fields[JWT_PAYLOAD_KEY].struct_value.fields
+    return {key: _plain(value) for key, value in payload.items()}
 
 
 def _header_option(key: str, value: str) -> base_pb2.HeaderValueOption:
@@ -53,34 +90,43 @@ def _header_option(key: str, value: str) -> base_pb2.HeaderValueOption:
     )
 
 
-def _common(decision: Continue, request_phase: bool) -> ep.CommonResponse:
-    common = ep.CommonResponse()
-    for key, value in decision.set_headers.items():
-        common.header_mutation.set_headers.append(_header_option(key, value))
-    common.header_mutation.remove_headers.extend(decision.remove_headers)
-    if decision.body is not None:
-        common.body_mutation.body = decision.body
-    if request_phase and decision.clear_route_cache:
-        common.clear_route_cache = True
-    return common
-
-
 def _immediate(reply: Reply) -> ep.ProcessingResponse:
     response = ep.ProcessingResponse()
     immediate = response.immediate_response
     immediate.status.code = reply.status  # proto3 enums are open: any HTTP status fits
     immediate.body = reply.body
-    for key, value in reply.headers.items():
-        immediate.headers.set_headers.append(_header_option(key, value))
+    immediate.headers.set_headers.extend(
+        _header_option(key, value) for key, value in reply.headers.items()
+    )
     return response
 
 
 def _respond(phase: str, decision: Decision) -> ep.ProcessingResponse:
     if isinstance(decision, Reply):
         return _immediate(decision)
+    if not (
+        decision.set_headers
+        or decision.remove_headers
+        or decision.body is not None
+        or decision.clear_route_cache
+        or decision.metadata
+    ):
+        if decision.answer_mode and phase == "request_headers":
+            return _UNCHANGED_WITH_ANSWERS
+        return _UNCHANGED[phase]
     response = ep.ProcessingResponse()
-    common = _common(decision, request_phase=phase.startswith("request"))
-    getattr(response, phase).response.CopyFrom(common)
+    common = getattr(response, phase).response
+    mutation = common.header_mutation
+    mutation.set_headers.extend(_header_option(k, v) for k, v in decision.set_headers.items())
+    mutation.remove_headers.extend(decision.remove_headers)
+    if decision.body is not None:
+        common.body_mutation.body = decision.body
+    if decision.clear_route_cache and phase.startswith("request"):
+        common.clear_route_cache = True
+    if decision.metadata:
+        response.dynamic_metadata.update(decision.metadata)
+    if decision.answer_mode and phase == "request_headers":
+        response.mode_override.CopyFrom(ANSWER_MODE)
     return response
 
 

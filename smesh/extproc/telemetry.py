@@ -9,6 +9,7 @@ providers are injected: the process wires a Prometheus reader, tests an in-memor
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from smesh.extproc.metering import Usage
 
-__all__ = ["RequestRecord", "Telemetry"]
+__all__ = ["RequestRecord", "Telemetry", "trace_id_of"]
 
 audit_log = logging.getLogger("smesh.audit")
 log = logging.getLogger(__name__)
@@ -46,6 +47,19 @@ _SECONDS_BUCKETS = (
     40.96,
     81.92,
 )
+
+
+# W3C trace-context ``traceparent``: version 00, a 32-hex trace id, a 16-hex parent id,
+# 2-hex flags. A client controls this header: nothing else is ever recorded from it.
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
+
+def trace_id_of(traceparent: str) -> str | None:
+    """The trace id of a well-formed ``traceparent`` (not all zeros), else ``None``."""
+    match = _TRACEPARENT.fullmatch(traceparent)
+    if match is None or match.group(1) == "0" * 32 or match.group(2) == "0" * 16:
+        return None
+    return match.group(1)
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,9 @@ class Telemetry:
         )
         self._cost = meter.create_counter("smesh.cost", description="Catalog cost")
         self._refusals = meter.create_counter("smesh.refusals", description="Refused requests")
+        self._audit_lost = meter.create_counter(
+            "smesh.audit.lost", description="Audit records that found no room in the queue"
+        )
         self._settle_failures = meter.create_counter(
             "smesh.budget.settle_failures", description="Reservations that could not be settled"
         )
@@ -114,6 +131,10 @@ class Telemetry:
                 {"event": "refused", "tenant": tenant, "status": status, "code": code}
             ).decode(),
         )
+
+    def audit_lost(self) -> None:
+        """An audit record could not be queued in time (the log is far behind)."""
+        self._audit_lost.add(1)
 
     def settle_failed(self, exc: Exception) -> None:
         """A reservation could not be settled; it stays counted until its window ends."""
@@ -153,10 +174,10 @@ class Telemetry:
 
     def _span(self, r: RequestRecord) -> str:
         if self._tracer is None:
-            # The audit line still joins the caller's trace: W3C traceparent "00-TRACE-SPAN-FF".
-            parts = r.traceparent.split("-")
-            return parts[1] if len(parts) == 4 else ""
-        parent = _PROPAGATOR.extract({"traceparent": r.traceparent}) if r.traceparent else None
+            # The audit line still joins the caller's trace, when its traceparent is valid.
+            return trace_id_of(r.traceparent) or ""
+        valid = trace_id_of(r.traceparent) is not None
+        parent = _PROPAGATOR.extract({"traceparent": r.traceparent}) if valid else None
         end = time.time_ns()
         start = end - int(r.duration_s * 1e9)
         span = self._tracer.start_span(

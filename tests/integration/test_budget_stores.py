@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from smesh.config.schema import Budgets
-from smesh.extproc.budget import BudgetUnavailable, MemoryBudgetStore, Reservation
+from smesh.extproc.budget import BudgetUnavailable, Hold, MemoryBudgetStore, Reservation
 from smesh.extproc.redis_budget import DAY_TTL_S, MINUTE_TTL_S, RedisBudgetStore
 from tests.redis_server import RedisServer, redis_server_fixture, running_redis
 
@@ -295,3 +295,70 @@ def test_two_processes_never_overspend(redis_server: RedisServer) -> None:
     assert spent_windows >= 2, f"too few windows reached the limit: {len(records)} ops"
     assert store.used("acme", T0)["tokens_per_day"] == sum(row[3] for row in records if row[1])
     store.close()
+
+
+def test_a_held_reservation_expires_and_is_refunded(
+    store: MemoryBudgetStore | RedisBudgetStore,
+) -> None:
+    """A reservation whose settlement never arrives gives its tokens back at its deadline."""
+    limits = Budgets(tokens_per_minute=100)
+    assert store.reserve("acme", limits, 70, now=T0, hold=Hold("req-1", 5.0)).admitted
+    assert not store.reserve("acme", limits, 40, now=T0 + 1).admitted
+    # Past the deadline the next reservation finds the first one refunded.
+    assert store.reserve("acme", limits, 40, now=T0 + 6).admitted
+    assert store.used("acme", T0 + 6)["tokens_per_minute"] == 40
+
+
+def test_settling_a_hold_in_time_uses_the_hold(store: MemoryBudgetStore | RedisBudgetStore) -> None:
+    """Settled before its deadline, a hold is replaced by the usage and never expires later."""
+    limits = Budgets(tokens_per_minute=100)
+    admission = store.reserve("acme", limits, 70, now=T0, hold=Hold("req-2", 5.0))
+    assert admission.reservation is not None
+    store.settle(admission.reservation, 30)
+    assert store.used("acme", T0)["tokens_per_minute"] == 30
+    assert store.expire(now=T0 + 10) == 0
+    assert store.used("acme", T0)["tokens_per_minute"] == 30
+
+
+def test_a_settle_after_expiry_charges_the_usage_alone(
+    store: MemoryBudgetStore | RedisBudgetStore,
+) -> None:
+    """A late access log after the refund charges what was used, not usage minus the hold."""
+    limits = Budgets(tokens_per_minute=1000)
+    admission = store.reserve("acme", limits, 70, now=T0, hold=Hold("req-3", 1.0))
+    assert admission.reservation is not None
+    assert store.expire(now=T0 + 2) == 1
+    assert store.used("acme", T0)["tokens_per_minute"] == 0
+    store.settle(admission.reservation, 25)
+    assert store.used("acme", T0)["tokens_per_minute"] == 25
+
+
+def test_settle_many_applies_each_settlement(store: MemoryBudgetStore | RedisBudgetStore) -> None:
+    """One access-log batch settles many reservations at once, each against its own hold."""
+    limits = Budgets(tokens_per_minute=10_000)
+    held = []
+    for i in range(20):
+        admission = store.reserve("acme", limits, 100, now=T0, hold=Hold(f"batch-{i}", 60.0))
+        assert admission.reservation is not None
+        held.append(admission.reservation)
+    assert store.used("acme", T0)["tokens_per_minute"] == 2_000
+    store.settle_many([(reservation, 10) for reservation in held])
+    assert store.used("acme", T0)["tokens_per_minute"] == 200
+    assert store.expire(now=T0 + 120) == 0
+
+
+def test_an_extended_hold_settles_in_its_new_window(
+    store: MemoryBudgetStore | RedisBudgetStore,
+) -> None:
+    """A stream extended into the next minute settles there, against the grown hold.
+
+    The first 100 tokens stay counted in the first minute; the 50 extra in the second,
+    where the settle adds the last 10 (160 used - 150 held).
+    """
+    limits = Budgets(tokens_per_minute=1000)
+    admission = store.reserve("acme", limits, 100, now=T0, hold=Hold("req-4", 300.0))
+    assert admission.reservation is not None
+    extended = store.extend(admission.reservation, limits, 50, now=T0 + 60)
+    assert extended is not None
+    store.settle(admission.reservation, 160)  # the caller's copy is stale: the hold wins
+    assert store.used("acme", T0 + 60)["tokens_per_minute"] == 60

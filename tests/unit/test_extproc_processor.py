@@ -5,9 +5,6 @@ from __future__ import annotations
 import orjson
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from smesh.config.loader import parse_config
 from smesh.extproc.budget import MemoryBudgetStore
@@ -172,34 +169,43 @@ def test_models_list_answers_locally(policy: Policy, telemetry: Telemetry) -> No
     assert [m["id"] for m in orjson.loads(decision.body)["data"]] == ["chat", "gpt-4o-mini"]
 
 
-def test_usage_is_settled_and_metered(
-    policy: Policy, telemetry: Telemetry, reader: InMemoryMetricReader
+def _forwarded_metadata(decision: Continue | Reply) -> dict[str, object]:
+    assert isinstance(decision, Continue) and decision.metadata is not None
+    fields = decision.metadata["smesh.request"]
+    assert isinstance(fields, dict)
+    return fields
+
+
+def test_a_forwarded_request_carries_what_its_access_log_entry_needs(
+    policy: Policy, telemetry: Telemetry
 ) -> None:
-    """The JSON answer's usage is recorded as gen_ai.client.token.usage for the tenant."""
+    """Tenant, model, endpoint and the held reservation travel as dynamic metadata."""
+    config = parse_config(CONFIG.replace("requests_per_minute: 2", "tokens_per_minute: 500"))
+    policy = Policy.from_config(config)
     p = processor(policy, telemetry)
-    p.request_headers(headers(), None)
-    p.request_body(body())
-    p.response_headers({":status": "200"})
-    answer = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}
-    p.response_body(orjson.dumps(answer), end_of_stream=True)
-    data = reader.get_metrics_data()
-    assert data is not None
-    points = [
-        (dict(point.attributes), point.sum)
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for metric in sm.metrics
-        if metric.name == "gen_ai.client.token.usage"
-        for point in metric.data.data_points
+    p.request_headers({**headers(OTHER), "x-request-id": "req-7"}, None)
+    fields = _forwarded_metadata(p.request_body(body(max_tokens=5)))
+    assert (fields["tenant"], fields["model"], fields["endpoint"]) == (
+        "tiny",
+        "chat",
+        "/v1/chat/completions",
+    )
+    reservation = p.state.reservation
+    assert reservation is not None and reservation.hold_id == "req-7"
+    assert fields["reservation"] == [
+        reservation.tokens,
+        reservation.minute,
+        reservation.day,
+        "req-7",
     ]
-    assert (
-        {"tenant": "acme", "gen_ai.request.model": "chat", "gen_ai.token.type": "input"},
-        7,
-    ) in points
-    assert (
-        {"tenant": "acme", "gen_ai.request.model": "chat", "gen_ai.token.type": "output"},
-        3,
-    ) in points
+
+
+def test_a_tenant_without_answer_guards_never_asks_for_the_answer(
+    policy: Policy, telemetry: Telemetry
+) -> None:
+    """Two messages per request: the headers decision does not switch the response on."""
+    decision = processor(policy, telemetry).request_headers(headers(), None)
+    assert isinstance(decision, Continue) and not decision.answer_mode
 
 
 def test_jwt_claim_names_the_tenant(telemetry: Telemetry) -> None:
@@ -233,22 +239,26 @@ def _delta(text: str) -> bytes:
 
 
 def test_stream_past_an_exhausted_budget_is_cut(telemetry: Telemetry) -> None:
-    """A stream outrunning its reservation with the budget spent ends in an error event + [DONE]."""
+    """enforce_in_stream: a stream outrunning its reservation with the budget spent is cut."""
     config = parse_config(
-        CONFIG.replace("budgets: {requests_per_minute: 2}", "budgets: {tokens_per_minute: 80}")
+        CONFIG.replace(
+            "budgets: {requests_per_minute: 2}",
+            "budgets: {tokens_per_minute: 80, enforce_in_stream: true}",
+        )
     )
     policy = Policy.from_config(config)
     store = MemoryBudgetStore()
     p = processor(policy, telemetry, store)
-    p.request_headers(headers(OTHER), None)
+    first = p.request_headers(headers(OTHER), None)
+    assert isinstance(first, Continue) and first.answer_mode  # this tenant's streams are read
     assert isinstance(p.request_body(body(stream=True, max_tokens=2)), Continue)
     # Another request spends the rest of the minute's budget meanwhile.
     left = 80 - store.used("tiny")["tokens_per_minute"]
     assert store.reserve("tiny", config.tenants[1].budgets, left).admitted
     p.response_headers({":status": "200", "content-type": "text/event-stream"})
     # The server ignores max_tokens and keeps going.
-    first = p.response_body(_sse(_delta("one")), end_of_stream=False)
-    assert isinstance(first, Continue) and first.body == _sse(_delta("one"))
+    first_chunk = p.response_body(_sse(_delta("one")), end_of_stream=False)
+    assert isinstance(first_chunk, Continue) and first_chunk.body == _sse(_delta("one"))
     out = b""
     for word in ["two", "three", "four", "five", "six", "seven", "eight"] * 3:
         decision = p.response_body(_sse(_delta(f" {word}")), end_of_stream=False)
@@ -262,21 +272,28 @@ def test_stream_past_an_exhausted_budget_is_cut(telemetry: Telemetry) -> None:
     assert isinstance(last, Continue) and last.body == b""
 
 
-def test_span_joins_the_callers_trace(policy: Policy) -> None:
-    """The request span is a child of the traceparent Envoy forwarded."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    p = processor(policy, Telemetry(tracer_provider=provider))
-    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    p.request_headers({**headers(), "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}, None)
-    p.request_body(body())
-    p.response_headers({":status": "200"})
-    p.response_body(orjson.dumps({"usage": {"prompt_tokens": 1, "completion_tokens": 1}}), True)
-    [span] = exporter.get_finished_spans()
-    assert format(span.context.trace_id, "032x") == trace_id
-    assert span.parent is not None and format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
-    assert span.attributes is not None and span.attributes["tenant"] == "acme"
+def test_a_stream_of_a_requests_only_tenant_is_never_read(telemetry: Telemetry) -> None:
+    """Only requests are counted: no tokenising, no extending, no response phases at all."""
+    config = parse_config(CONFIG)  # tiny: requests_per_minute only
+    p = processor(Policy.from_config(config), telemetry)
+    decision = p.request_headers(headers(OTHER), None)
+    assert isinstance(decision, Continue) and not decision.answer_mode
+    assert isinstance(p.request_body(body(stream=True)), Continue)
+    assert p.state.stream_budget is None and p.state.answer is None
+
+
+def test_a_malformed_client_traceparent_is_not_recorded(
+    policy: Policy, telemetry: Telemetry
+) -> None:
+    """A client's traceparent that is not W3C trace-context never reaches the records."""
+    for bad in ("00-zzzz-1-01", "00-" + "0" * 32 + "-00f067aa0ba902b7-01", "x" * 500):
+        p = processor(policy, telemetry)
+        p.request_headers({**headers(), "traceparent": bad}, None)
+        assert "traceparent" not in _forwarded_metadata(p.request_body(body()))
+    p = processor(policy, telemetry)
+    good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    p.request_headers({**headers(), "traceparent": good}, None)
+    assert _forwarded_metadata(p.request_body(body()))["traceparent"] == good
 
 
 def _refusal(policy: Policy, telemetry: Telemetry, raw: bytes, key: str = KEY) -> tuple[int, str]:

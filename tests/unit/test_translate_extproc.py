@@ -12,7 +12,6 @@ import pytest
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
-from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -25,8 +24,10 @@ from smesh.contract import ERROR_HEADER, JWT_FILTER, JWT_PAYLOAD_KEY
 from smesh.xds.resources import CLUSTER, ENDPOINT, EXTPROC_CLUSTER, LISTENER
 from smesh.xds.snapshot import Snapshot, check_consistency
 from smesh.xds.translate import make_http_filters, translate
+from smesh.xds.translate._envoy_extra_types import BodySizeLimit
 from smesh.xds.translate.clusters import HTTP_PROTOCOL_OPTIONS
 from smesh.xds.translate.extproc import (
+    make_answer_mode,
     make_body_limit_filter,
     make_ext_proc_filter,
     make_extproc_cluster,
@@ -78,14 +79,19 @@ def test_ext_proc_talks_grpc_to_the_extproc_cluster_with_a_large_message_cap() -
     assert grpc_service.envoy_grpc.max_receive_message_length.value > 64 << 20
 
 
-def test_ext_proc_sends_headers_and_buffers_bodies_both_ways() -> None:
-    """Request/response headers SEND, bodies BUFFERED, trailers SKIP; overrides allowed (SSE)."""
+def test_ext_proc_sees_two_messages_and_no_answer_by_default() -> None:
+    """Request headers SEND and body BUFFERED; no response phase unless a request overrides."""
     processor = _processor(config.ExtProc())
     mode = processor.processing_mode
-    assert (mode.request_header_mode, mode.response_header_mode) == (MODE.SEND, MODE.SEND)
-    assert (mode.request_body_mode, mode.response_body_mode) == (MODE.BUFFERED, MODE.STREAMED)
+    assert (mode.request_header_mode, mode.request_body_mode) == (MODE.SEND, MODE.BUFFERED)
+    assert (mode.response_header_mode, mode.response_body_mode) == (MODE.SKIP, MODE.NONE)
     assert (mode.request_trailer_mode, mode.response_trailer_mode) == (MODE.SKIP, MODE.SKIP)
     assert processor.allow_mode_override
+    answers = make_answer_mode()
+    assert (answers.response_header_mode, answers.response_body_mode) == (
+        MODE.SEND,
+        MODE.STREAMED,
+    )
 
 
 def test_ext_proc_fails_closed_by_default_and_open_when_configured() -> None:
@@ -108,11 +114,11 @@ def test_ext_proc_receives_the_verified_jwt_payload() -> None:
     assert list(options.forwarding_namespaces.untyped) == [JWT_FILTER]
 
 
-def test_body_limit_filter_buffers_up_to_max_body_bytes() -> None:
-    """The buffer filter's max_request_bytes is the configured body limit (413 past it)."""
+def test_body_limit_filter_caps_requests_at_max_body_bytes() -> None:
+    """body_size_limit's max_request_bytes is the configured body limit (413 past it)."""
     built = make_body_limit_filter(config.ExtProc(max_body_bytes=65536))
-    assert built.name == "envoy.filters.http.buffer"
-    limit = buffer_pb2.Buffer()
+    assert built.name == "envoy.filters.http.body_size_limit"
+    limit = BodySizeLimit()
     assert built.typed_config.Unpack(limit)
     assert limit.max_request_bytes.value == 65536
 
@@ -255,14 +261,20 @@ def test_no_extproc_means_no_edge_filters_and_no_extproc_cluster() -> None:
 
 
 def test_translate_orders_jwt_body_limit_ext_proc_router() -> None:
-    """With jwt and extproc the chain is jwt_authn, buffer, ext_proc, router."""
+    """jwt_authn, buffer, ext_proc, then the usage capture filters, then the router."""
     cfg = _gateway(jwt={"issuer": "i", "jwks": JWKS})
     hcm = _hcm(translate(cfg)[LISTENER]["gateway"])
     assert [f.name for f in hcm.http_filters] == [
         JWT_FILTER,
-        "envoy.filters.http.buffer",
+        "envoy.filters.http.body_size_limit",
         "envoy.filters.http.ext_proc",
+        "envoy.filters.http.json_to_metadata",
+        "envoy.filters.http.sse_to_metadata",
         "envoy.filters.http.router",
+    ]
+    assert [log.name for log in hcm.access_log] == [
+        "envoy.access_loggers.stdout",
+        "envoy.access_loggers.http_grpc",
     ]
 
 

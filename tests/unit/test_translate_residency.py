@@ -108,10 +108,10 @@ def test_restrict_allows_nothing_when_no_cluster_is_in_the_regions() -> None:
 
 
 def test_no_restricted_tenant_leaves_the_table_as_it_was() -> None:
-    """Without region-restricted tenants the route table is exactly the unrestricted one."""
-    assert make_route_configuration(_restricted({"name": "open"})) == make_route_configuration(
-        sample_config()
-    )
+    """Without region-restricted tenants the routes are exactly the unrestricted ones."""
+    [restricted] = make_route_configuration(_restricted({"name": "open"})).virtual_hosts
+    [plain] = make_route_configuration(sample_config()).virtual_hosts
+    assert list(restricted.routes) == list(plain.routes)
 
 
 def test_residency_routes_come_before_the_model_route() -> None:

@@ -40,6 +40,11 @@ from smesh.xds.translate.listener import make_listener
 from smesh.xds.translate.local_reply import make_local_reply_config
 from smesh.xds.translate.routes import make_route_configuration
 from smesh.xds.translate.tracing import make_collector_cluster, make_tracing
+from smesh.xds.translate.usage import (
+    make_json_usage_filter,
+    make_sse_usage_filter,
+    make_usage_access_log,
+)
 
 __all__ = [
     "TranslateError",
@@ -69,6 +74,9 @@ def make_http_filters(cfg: config.MeshConfig) -> list[hcm_pb2.HttpFilter]:
         if any(model.failure_mode_allow for model in cfg.models):
             filters.append(make_model_from_body_filter())
         filters.append(make_ext_proc_filter(cfg.extproc))
+        # After ext_proc: on the way back they read the upstream's own answer.
+        filters.append(make_json_usage_filter())
+        filters.append(make_sse_usage_filter())
     return filters
 
 
@@ -87,8 +95,11 @@ def translate(
     if cfg.tracing is not None:
         tracing = make_tracing(cfg.tracing)
         clusters.append(make_collector_cluster(cfg.tracing))
+    access_logs = [make_usage_access_log()] if cfg.extproc is not None else []
     listeners = {
-        listener.name: make_listener(listener, filters, tracing, cfg.extproc is not None)
+        listener.name: make_listener(
+            listener, filters, tracing, cfg.extproc is not None, access_logs
+        )
         for listener in cfg.listeners
     }
     routes = {ROUTE_CONFIG_NAME: make_route_configuration(cfg)}

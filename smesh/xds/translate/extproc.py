@@ -1,10 +1,9 @@
 """ext_proc translation: the ``extproc`` config section → the HTTP filter and its cluster.
 
 Envoy calls extproc inline on one gRPC stream per HTTP request (DESIGN decisions 4-5):
-request headers and the buffered request body go out (tenant, model routing, guards),
-then response headers and the response body, STREAMED (usage; SSE rewriting) — see
-:func:`make_processing_mode` for why not BUFFERED as DESIGN.md first planned.
-``allow_mode_override`` stays on for processors that want to change modes per request.
+request headers and the buffered request body go out (tenant, model routing, guards);
+the answer does not, unless extproc switches the response phases on for one request
+with ``mode_override`` (``allow_mode_override`` is on) — see :func:`make_processing_mode`.
 Defaults that were measured to break are raised here: the 200 ms ``message_timeout``, the
 4 MiB gRPC message cap (a buffered body travels in one message) and the cluster's 1,024
 concurrent-request circuit breaker (every HTTP request holds one gRPC stream open).
@@ -30,7 +29,6 @@ from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, grpc_service_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.http.transform.v3 import transform_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -40,19 +38,22 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import wrappers_pb2
 
 from smesh.config import schema as config
-from smesh.contract import JWT_FILTER, MODEL_HEADER
+from smesh.contract import JWT_FILTER, MODEL_HEADER, REQUEST_NAMESPACE
 from smesh.xds.resources import EXTPROC_CLUSTER
 from smesh.xds.translate._convert import int_to_uint32, message_to_any, seconds_to_duration
+from smesh.xds.translate._envoy_extra_types import BodySizeLimit
 from smesh.xds.translate.clusters import HTTP_PROTOCOL_OPTIONS, make_tls_transport_socket
 
 __all__ = [
-    "BUFFER_FILTER",
+    "BODY_LIMIT_FILTER",
     "EXTPROC_CONNECT_TIMEOUT_S",
     "EXTPROC_MAX_CONNECTIONS",
     "EXTPROC_MAX_REQUESTS",
     "EXT_PROC_FILTER",
+    "MAX_BUFFERED_ANSWER_BYTES",
     "MAX_GRPC_MESSAGE_BYTES",
     "MAX_MESSAGE_TIMEOUT_S",
+    "make_answer_mode",
     "make_body_limit_filter",
     "make_ext_proc_filter",
     "make_extproc_cluster",
@@ -62,7 +63,10 @@ __all__ = [
 ]
 
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
-BUFFER_FILTER = "envoy.filters.http.buffer"
+BODY_LIMIT_FILTER = "envoy.filters.http.body_size_limit"
+# How much of one answer Envoy may hold (json_to_metadata reads a JSON answer whole to
+# find its usage). A larger JSON answer is a 500; streams are not held.
+MAX_BUFFERED_ANSWER_BYTES = 64 << 20
 TRANSFORM_FILTER = "envoy.filters.http.transform"
 
 # A buffered body travels in one gRPC message; the config caps bodies at 64 MiB, so the
@@ -83,25 +87,43 @@ KEEPALIVE_INTERVAL_S = 30.0
 KEEPALIVE_TIMEOUT_S = 5.0
 
 _SEND = processing_mode_pb2.ProcessingMode.SEND
+_SKIP = processing_mode_pb2.ProcessingMode.SKIP
 _BUFFERED = processing_mode_pb2.ProcessingMode.BUFFERED
 
 
 def make_processing_mode() -> processing_mode_pb2.ProcessingMode:
-    """Headers sent both ways; request body buffered, response body streamed; no trailers.
+    """Two messages per request: request headers, then the buffered request body; no response.
 
-    The response is STREAMED, not BUFFERED: Envoy shares one buffer limit between the
-    two directions, so a buffered answer larger than the request limit (``max_body_bytes``,
-    e.g. a big embeddings batch) became a 500 (measured). extproc collects the chunks it
-    needs for usage itself; SSE answers are rewritten chunk by chunk as before.
+    The headers tell extproc who is calling (it may refuse at once); the body, which model
+    (routing happens on the header extproc then sets, with ``clear_route_cache``). With
+    request headers skipped the route is chosen before the body is seen, so two messages
+    is the least that lets Python route on the body (FINDINGS). The answer never passes
+    through Python by default: usage is captured natively (:mod:`.usage`). A request whose
+    tenant scans answers, or cuts streams that outrun their reservation, switches the
+    response phases on for itself with ``mode_override`` (see :func:`make_answer_mode`).
     """
     return processing_mode_pb2.ProcessingMode(
         request_header_mode=_SEND,
         request_body_mode=_BUFFERED,
-        request_trailer_mode=processing_mode_pb2.ProcessingMode.SKIP,
-        response_header_mode=_SEND,
-        response_body_mode=processing_mode_pb2.ProcessingMode.STREAMED,
-        response_trailer_mode=processing_mode_pb2.ProcessingMode.SKIP,
+        request_trailer_mode=_SKIP,
+        response_header_mode=_SKIP,
+        response_body_mode=processing_mode_pb2.ProcessingMode.NONE,
+        response_trailer_mode=_SKIP,
     )
+
+
+def make_answer_mode() -> processing_mode_pb2.ProcessingMode:
+    """The per-request override for a request whose answer extproc must see.
+
+    Response headers SEND (to drop a content-length the rewrite invalidates) and the body
+    STREAMED: Envoy shares one buffer limit between the two directions, so a BUFFERED
+    answer larger than ``max_body_bytes`` would be a 500 (measured); extproc keeps what it
+    needs itself.
+    """
+    mode = make_processing_mode()
+    mode.response_header_mode = _SEND
+    mode.response_body_mode = processing_mode_pb2.ProcessingMode.STREAMED
+    return mode
 
 
 def make_ext_proc_filter(ext: config.ExtProc) -> hcm_pb2.HttpFilter:
@@ -123,7 +145,12 @@ def make_ext_proc_filter(ext: config.ExtProc) -> hcm_pb2.HttpFilter:
         metadata_options=ext_proc_pb2.MetadataOptions(
             forwarding_namespaces=ext_proc_pb2.MetadataOptions.MetadataNamespaces(
                 untyped=[JWT_FILTER]
-            )
+            ),
+            # What extproc writes about a forwarded request, for the access log to carry
+            # back; Envoy drops any other namespace a processor sends.
+            receiving_namespaces=ext_proc_pb2.MetadataOptions.MetadataNamespaces(
+                untyped=[REQUEST_NAMESPACE]
+            ),
         ),
     )
     return hcm_pb2.HttpFilter(name=EXT_PROC_FILTER, typed_config=message_to_any(processor))
@@ -167,10 +194,17 @@ def make_model_from_body_filter() -> hcm_pb2.HttpFilter:
 
 
 def make_body_limit_filter(ext: config.ExtProc) -> hcm_pb2.HttpFilter:
-    """A buffer filter holding request bodies to ``max_body_bytes``: 413 past it, never a hang."""
-    limit = buffer_pb2.Buffer()
+    """``body_size_limit``: 413 for a request body past ``max_body_bytes``, never a hang.
+
+    Not the buffer filter: that one enforces its limit by setting the stream's buffer
+    limit, which Envoy shares with the answer, so every filter that reads a whole answer
+    (json_to_metadata, for usage) would turn an answer larger than the request limit into
+    a 500 (measured). This filter counts the request body alone; the stream's buffer limit
+    is raised to :data:`MAX_BUFFERED_ANSWER_BYTES` on the virtual host instead.
+    """
+    limit = BodySizeLimit()
     limit.max_request_bytes.value = ext.max_body_bytes
-    return hcm_pb2.HttpFilter(name=BUFFER_FILTER, typed_config=message_to_any(limit))
+    return hcm_pb2.HttpFilter(name=BODY_LIMIT_FILTER, typed_config=message_to_any(limit))
 
 
 def _is_ip(address: str) -> bool:

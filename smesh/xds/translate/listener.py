@@ -145,6 +145,7 @@ def make_http_connection_manager(
     filters: hcm_pb2.HttpFilter | Sequence[hcm_pb2.HttpFilter] | None = None,
     tracing: hcm_pb2.HttpConnectionManager.Tracing | None = None,
     gateway_sets_headers: bool = True,
+    access_logs: Sequence[accesslog_pb2.AccessLog] = (),
 ) -> hcm_pb2.HttpConnectionManager:
     """The HTTP connection manager: routes from RDS over ADS, ``filters`` then the router.
 
@@ -188,7 +189,7 @@ def make_http_connection_manager(
             unix_sockets=False, cidr_ranges=[]
         ),
         early_header_mutation_extensions=[make_early_header_mutation(prefixes)],
-        access_log=[make_access_log()],
+        access_log=[make_access_log(), *access_logs],
         local_reply_config=make_local_reply_config(),
     )
     if tracing is not None:
@@ -201,9 +202,12 @@ def make_listener(
     filters: hcm_pb2.HttpFilter | Sequence[hcm_pb2.HttpFilter] | None = None,
     tracing: hcm_pb2.HttpConnectionManager.Tracing | None = None,
     gateway_sets_headers: bool = True,
+    access_logs: Sequence[accesslog_pb2.AccessLog] = (),
 ) -> listener_pb2.Listener:
     """One Envoy listener for ``listener``; ``filters`` (one or several) run before the router."""
-    hcm = make_http_connection_manager(listener, filters, tracing, gateway_sets_headers)
+    hcm = make_http_connection_manager(
+        listener, filters, tracing, gateway_sets_headers, access_logs
+    )
     return listener_pb2.Listener(
         name=listener.name,
         address=address_pb2.Address(

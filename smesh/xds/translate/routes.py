@@ -27,10 +27,20 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import (
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
 from smesh.config import schema as config
-from smesh.contract import MODEL_HEADER, RESIDENCY_HEADER, error_body
+from smesh.contract import (
+    GUARD_HEADER,
+    MODEL_HEADER,
+    OVERHEAD_HEADER,
+    RESIDENCY_HEADER,
+    error_body,
+)
 from smesh.xds.resources import ROUTE_CONFIG_NAME, fallback_cluster_name
 from smesh.xds.translate._convert import int_to_uint32, message_to_any, seconds_to_duration
-from smesh.xds.translate.extproc import EXT_PROC_FILTER, make_fail_open_override
+from smesh.xds.translate.extproc import (
+    EXT_PROC_FILTER,
+    MAX_BUFFERED_ANSWER_BYTES,
+    make_fail_open_override,
+)
 from smesh.xds.translate.residency import ResidencyRoute, residency_keys, residency_routes
 
 __all__ = [
@@ -50,6 +60,8 @@ VIRTUAL_HOST_NAME = "smesh"
 # Client headers the router never forwards: the gateway's credentials and the client's
 # session cookies and proxy credentials, which no model server needs.
 UPSTREAM_REMOVED_HEADERS = ("authorization", "api-key", "cookie", "proxy-authorization")
+# Headers extproc sets on the request that the client gets back on the answer.
+ANSWER_HEADERS_FROM_REQUEST = (OVERHEAD_HEADER, GUARD_HEADER)
 # "~" cannot appear in a model name, so these route names never clash with a model's.
 MODEL_NOT_FOUND_ROUTE = "~model_not_found"
 MODEL_REQUIRED_ROUTE = "~model_required"
@@ -261,9 +273,24 @@ def make_route_configuration(cfg: config.MeshConfig) -> route_pb2.RouteConfigura
             [],
         )
     )
+    vhost = rc_pb2.VirtualHost(name=VIRTUAL_HOST_NAME, domains=["*"], routes=routes)
+    if cfg.extproc is not None:
+        # The request body is capped by body_size_limit; the stream's buffer limit (shared
+        # by both directions) must hold a whole JSON answer for its usage to be read.
+        vhost.request_body_buffer_limit.value = MAX_BUFFERED_ANSWER_BYTES
+        # extproc sets these on the request (it does not see the response by default);
+        # Envoy copies them to the answer. An absent header adds nothing.
+        vhost.response_headers_to_add.extend(
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=name, value=f"%REQ({name})%"),
+                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                keep_empty_value=False,
+            )
+            for name in ANSWER_HEADERS_FROM_REQUEST
+        )
     return route_pb2.RouteConfiguration(
         name=ROUTE_CONFIG_NAME,
-        virtual_hosts=[rc_pb2.VirtualHost(name=VIRTUAL_HOST_NAME, domains=["*"], routes=routes)],
+        virtual_hosts=[vhost],
         # Credentials never reach a model server, whatever happened before the router
         # (extproc removes them too, but a route that fails open never calls extproc).
         request_headers_to_remove=list(UPSTREAM_REMOVED_HEADERS),
