@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,7 +26,7 @@ from smesh.config.loader import ConfigError, LocatedConfig, load_located
 from smesh.config.references import ConfigIssue
 from smesh.config.schema import MeshConfig, Model, Tenant
 from smesh.contract import residency_key
-from smesh.extproc.guarding import CompiledGuard, compile_guard
+from smesh.extproc.guarding import CompiledGuard, RuleSet, compile_guard
 from smesh.extproc.tokens import TokenCounter, load_counter
 
 __all__ = ["FilePolicySource", "Policy", "PolicySource", "StaticPolicySource"]
@@ -54,8 +54,11 @@ class Policy:
     answers_seen: frozenset[str]  # tenants whose answers extproc must see
 
     @classmethod
-    def compile(cls, located: LocatedConfig) -> Policy:
-        """The policy of a valid config; :class:`ConfigError` (located) if any part fails."""
+    def compile(cls, located: LocatedConfig, rules: Callable[[], RuleSet] | None = None) -> Policy:
+        """The policy of a valid config; :class:`ConfigError` (located) if any part fails.
+
+        ``rules`` gives the process's shared injection rule set (built on first use).
+        """
         config = located.config
         counters: dict[str, TokenCounter] = {}
         issues: list[ConfigIssue] = []
@@ -67,7 +70,9 @@ class Policy:
         compiled: dict[str, CompiledGuard] = {}
         for g, guard in enumerate(config.guards):
             try:
-                compiled[guard.name] = compile_guard(guard)
+                needs_rules = guard.injection is not None and guard.injection.action != "off"
+                shared = rules() if (rules is not None and needs_rules) else None
+                compiled[guard.name] = compile_guard(guard, shared)
             except ValueError as exc:
                 issues.append(ConfigIssue(("guards", g), str(exc)))
         if issues:
@@ -185,7 +190,8 @@ class FilePolicySource:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).resolve()
-        self._policy = Policy.compile(load_located(self.path))  # fails loudly at start
+        self._rules: RuleSet | None = None
+        self._policy = Policy.compile(load_located(self.path), self._rule_set)  # fails loudly
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="policy-watch", daemon=True)
@@ -194,9 +200,16 @@ class FilePolicySource:
     def current(self) -> Policy:
         return self._policy
 
+    def _rule_set(self) -> RuleSet:
+        """The injection rules, compiled once for this process on first need (~1 s)."""
+        if self._rules is None:
+            self._rules = RuleSet()
+        return self._rules
+
     def reload(self) -> bool:
         try:
-            self._policy = Policy.compile(load_located(self.path, settle_s=SETTLE_S))
+            located = load_located(self.path, settle_s=SETTLE_S)
+            self._policy = Policy.compile(located, self._rule_set)
         except ConfigError as exc:
             self.errors = exc.lines
             for line in exc.lines:

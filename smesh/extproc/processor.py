@@ -29,9 +29,7 @@ from typing import Any
 from smesh.config.schema import Model, Tenant
 from smesh.contract import (
     ERROR_HEADER,
-    GUARD_HEADER,
     MODEL_HEADER,
-    OVERHEAD_HEADER,
     REQUEST_NAMESPACE,
     RESIDENCY_HEADER,
     TENANT_HEADER,
@@ -70,6 +68,12 @@ __all__ = [
 # Headers the upstream must never see from a client; Envoy removes them too (route level),
 # so that no failure mode lets them through.
 CREDENTIAL_HEADERS = ("authorization", "api-key")
+# Envoy holds at most 100 headers per request (its default) and checks the count again
+# after extproc's mutation: a request already near the limit would fail there with an
+# opaque 500. extproc adds at most this many (model, tenant, residency) — a request with
+# less room gets a clear 431 instead.
+MAX_REQUEST_HEADERS = 100
+HEADERS_ADDED = 3
 # A reservation is refunded if its access-log entry has not arrived this long after the
 # model's own timeout (which bounds the whole request, streams included).
 HOLD_SLACK_S = 60.0
@@ -165,6 +169,12 @@ class Processor:
         path = headers.get(":path", "").split("?", 1)[0]
         method = headers.get(":method", "")
         try:
+            if len(headers) + HEADERS_ADDED > MAX_REQUEST_HEADERS:
+                raise GatewayError(
+                    431,
+                    "too_many_headers",
+                    f"the request has too many headers; send fewer than {MAX_REQUEST_HEADERS - 10}",
+                )
             if self.deps.audit is not None:
                 state.ticket = self.deps.audit.reserve()
                 if state.ticket is None:  # refused rather than served unaudited
@@ -263,7 +273,6 @@ class Processor:
                 MODEL_HEADER: model.name,
                 TENANT_HEADER: tenant.name,
                 "content-length": str(len(body)),
-                OVERHEAD_HEADER: f"{overhead_ms:.2f}",
             },
             remove_headers=list(CREDENTIAL_HEADERS),
             body=body,
@@ -275,8 +284,6 @@ class Processor:
             decision.set_headers[RESIDENCY_HEADER] = residency
         else:  # Envoy drops client copies early; this holds even if that config is missing
             decision.remove_headers.append(RESIDENCY_HEADER)
-        if state.verdict is not None and state.verdict.flags:
-            decision.set_headers[GUARD_HEADER] = ",".join(state.verdict.flags)
         if state.ticket is not None:
             # The record is written when Envoy's access log brings the answer's outcome.
             state.ticket.cancel()
@@ -293,7 +300,7 @@ class Processor:
             "endpoint": state.spec.path,
             "stream": state.request.stream,
             "started_at": state.started_at,
-            "overhead_ms": round(overhead_ms, 3),
+            "overhead_ms": round(overhead_ms, 2),  # Envoy writes x-smesh-overhead-ms from it
         }
         if trace_id_of(state.traceparent) is not None:  # a client's malformed one is dropped
             fields["traceparent"] = state.traceparent
@@ -311,6 +318,8 @@ class Processor:
                 fields["guards"] = list(verdict.fired)
             if verdict.entities:
                 fields["entities"] = dict(verdict.entities)
+            if verdict.flags:  # Envoy writes this on the answer as x-smesh-guard
+                fields["flags"] = ",".join(verdict.flags)
         return fields
 
     # -- response (only with answer_mode) ---------------------------------------------------

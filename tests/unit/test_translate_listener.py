@@ -109,7 +109,8 @@ def test_clients_are_external_and_cannot_spoof_gateway_headers() -> None:
     hcm = _hcm(config.Listener(name="edge", port=8080))
     assert hcm.use_remote_address.value is True
     assert hcm.xff_num_trusted_hops == 0
-    assert list(hcm.internal_address_config.cidr_ranges) == []
+    [never] = hcm.internal_address_config.cidr_ranges  # one address no client comes from
+    assert (never.address_prefix, never.prefix_len.value) == ("0.0.0.0", 32)
     [early] = hcm.early_header_mutation_extensions
     mutation = header_mutation_pb2.HeaderMutation()
     assert early.typed_config.Unpack(mutation)

@@ -121,7 +121,7 @@ def test_retry_policy_follows_config() -> None:
     assert [p.name for p in policy.retry_host_predicate] == [
         "envoy.retry_host_predicates.previous_hosts"
     ]
-    assert policy.host_selection_retry_max_attempts == 3
+    assert policy.host_selection_retry_max_attempts == 10
     assert not policy.HasField("retry_priority")
 
 

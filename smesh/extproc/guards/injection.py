@@ -103,10 +103,13 @@ class Rule:
 # --- phrase fragments (text is already folded: lower case, no accents) -------------------
 _GAP = r"(?:\w+\W+)"  # one arbitrary word and the gap after it
 _IGN = (
-    r"(?:ignor(?:e|es|ed|ing)|disregard(?:s|ed|ing)?|forget|skip|discard|override|overrule"
-    r"|bypass|abandon|set aside|put aside|throw out|do not follow|don'?t follow"
-    r"|stop following|neglect|cancel|erase|delete)"
+    r"(?:ignor(?:e|es|ed|ing)|disregard(?:s|ed|ing)?|forget|skip|discard|bypass|abandon"
+    r"|set aside|put aside|throw out|do not follow|don'?t follow|stop following|neglect"
+    r"|cancel|erase|delete)"
 )
+# "Override" is also how documentation says one setting beats another ("later rules
+# override previous rules"): it counts only aimed at the assistant's own rules.
+_OVERRIDE = r"(?:override|overrule)"
 _DET = r"(?:(?:all|any|every|each|of|the|your|these|those|this|that|such|whatever)\W+){0,3}"
 _ADJ = (
     r"(?:previous|previously|prior|preceding|above|earlier|initial|original|system|safety"
@@ -194,7 +197,18 @@ _T, _A, _E = "fake_role_tag", "addressed_to_model", "encoded_payload"
 RULES: tuple[Rule, ...] = (
     # --- instruction override: English
     Rule(_O, 0.8, rf"\b{_IGN}\W+{_DET}(?:{_ADJ}\W+){{1,2}}{_OBJ}"),
-    Rule(_O, 0.7, rf"\b{_IGN}\W+(?:(?:all|any|each|every|of|about)\W+){{0,2}}your\W+{_GAP}?{_OBJ}"),
+    Rule(
+        _O,
+        0.7,
+        rf"\b(?:{_IGN}|{_OVERRIDE})\W+(?:(?:all|any|each|every|of|about)\W+){{0,2}}your\W+"
+        rf"{_GAP}?{_OBJ}",
+    ),
+    Rule(
+        _O,
+        0.75,
+        rf"\b{_OVERRIDE}\W+(?:(?:all|any|the)\W+){{0,2}}(?:safety|ethical|moral|content|system)"
+        rf"\W+{_OBJ}",
+    ),
     Rule(_O, 0.6, rf"\b{_IGN}\W+all\W+(?:(?:the|of the|of|these|those)\W+)?{_OBJ}"),
     Rule(_O, 0.45, rf"\b{_IGN}\W+(?:the|these|those|any)\W+{_GAP}?{_OBJ}"),
     Rule(
@@ -242,9 +256,10 @@ RULES: tuple[Rule, ...] = (
     Rule(_O, 0.3, rf"\b{_IGN}\W+all\W+(?:previous|prior|above|earlier)\b"),
     Rule(
         _O,
-        0.5,
+        0.45,
         r"\b(?:system|priority|admin|administrator|developer|emergency|security)\W+override\b"
-        r"|\boverride\W+(?:mode|code|protocol|authorized|enabled|activated)\b",
+        r"|\boverride\W+(?:mode|protocol)\W+(?:enabled|activated|engaged|on)\b"
+        r"|\boverride\W+(?:authorized|enabled|activated)\b",
     ),
     # --- instruction override: Spanish, German, French
     Rule(_O, 0.8, rf"\b{_IGN_ES}\W+{_GAP}{{0,3}}?{_OBJ_ES}\W+{_ADJ_ES}"),
@@ -304,7 +319,8 @@ RULES: tuple[Rule, ...] = (
         r"\b(?:repeat|print|output|echo|copy|recite|reproduce|write out|type out|dump|show"
         rf"|display|reveal)\W+{_GAP}{{0,2}}?(?:everything|all|the text|the words|all the text"
         r"|the content|the contents|what(?:ever)? (?:is|was))\W+"
-        rf"{_GAP}{{0,2}}?(?:above|before (?:this|my|the)|earlier in (?:this|the) conversation"
+        rf"{_GAP}{{0,2}}?(?:above|before (?:this|my|our|the (?:first|conversation|start"
+        r"|beginning))|earlier in (?:this|the) conversation"
         r"|at the (?:start|beginning)|prior to)",
     ),
     Rule(
@@ -412,7 +428,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         _R,
         0.75,
-        r"\bdo anything now\b|\bdan\W+\d+(?:\.\d+)?\b|\bdan\W+mode\b|\bmod[eo] dan\b"
+        r"\bdo anything now\b|\bdan\s?v?\d{1,2}\.\d\b|\bdan\W+mode\b|\bmod[eo] dan\b"
         r"|\bcualquier cosa ahora\b|\bn'importe quoi maintenant\b",
     ),
     Rule(

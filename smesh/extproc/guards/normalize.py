@@ -146,6 +146,9 @@ def fold(text: str) -> str:
     text = _DROP.sub("", unicodedata.normalize("NFKD", text))
     # Only the characters still outside ASCII can be look-alikes; translating just those
     # runs is several times faster than translating the whole text.
+    # Case is folded before the look-alike table too, so a capital whose lower case is a
+    # look-alike (Ω → ω → w) ends where its lower case ends: normalising is idempotent.
+    text = text.casefold()
     text = _NON_ASCII_RUN.sub(lambda m: m.group().translate(_FOLD_TABLE), text).casefold()
     if text.isascii():
         return text

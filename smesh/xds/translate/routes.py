@@ -31,6 +31,7 @@ from smesh.contract import (
     GUARD_HEADER,
     MODEL_HEADER,
     OVERHEAD_HEADER,
+    REQUEST_NAMESPACE,
     RESIDENCY_HEADER,
     error_body,
 )
@@ -60,8 +61,8 @@ VIRTUAL_HOST_NAME = "smesh"
 # Client headers the router never forwards: the gateway's credentials and the client's
 # session cookies and proxy credentials, which no model server needs.
 UPSTREAM_REMOVED_HEADERS = ("authorization", "api-key", "cookie", "proxy-authorization")
-# Headers extproc sets on the request that the client gets back on the answer.
-ANSWER_HEADERS_FROM_REQUEST = (OVERHEAD_HEADER, GUARD_HEADER)
+# Answer headers Envoy fills from what extproc recorded about the request.
+ANSWER_HEADERS_FROM_METADATA = ((OVERHEAD_HEADER, "overhead_ms"), (GUARD_HEADER, "flags"))
 # "~" cannot appear in a model name, so these route names never clash with a model's.
 MODEL_NOT_FOUND_ROUTE = "~model_not_found"
 MODEL_REQUIRED_ROUTE = "~model_required"
@@ -70,8 +71,11 @@ REGION_NOT_ALLOWED_SUFFIX = "~region_not_allowed"
 
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 PREVIOUS_PRIORITIES = "envoy.retry_priorities.previous_priorities"
-# How often the router re-picks a host that the previous-hosts predicate rejected.
-HOST_SELECTION_RETRY_MAX_ATTEMPTS = 3
+# How often the router re-picks a host that the previous-hosts predicate rejected. Least
+# request prefers a dead endpoint (it has no requests in flight), so with two endpoints
+# one pick in four lands on the same dead host again: 3 attempts lost 1-3 requests per
+# outage of one of two replicas (tests/reliability), 10 leave 0.75^10 ≈ 6 % per retry.
+HOST_SELECTION_RETRY_MAX_ATTEMPTS = 10
 
 _RE2_SPECIAL = frozenset("\\.+*?()|[]{}^$")
 
@@ -278,15 +282,17 @@ def make_route_configuration(cfg: config.MeshConfig) -> route_pb2.RouteConfigura
         # The request body is capped by body_size_limit; the stream's buffer limit (shared
         # by both directions) must hold a whole JSON answer for its usage to be read.
         vhost.request_body_buffer_limit.value = MAX_BUFFERED_ANSWER_BYTES
-        # extproc sets these on the request (it does not see the response by default);
-        # Envoy copies them to the answer. An absent header adds nothing.
+        # extproc does not see the answer by default: it leaves these in the request's
+        # dynamic metadata and Envoy writes them on the answer. Absent, nothing is added.
         vhost.response_headers_to_add.extend(
             base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key=name, value=f"%REQ({name})%"),
+                header=base_pb2.HeaderValue(
+                    key=name, value=f"%DYNAMIC_METADATA({REQUEST_NAMESPACE}:{key})%"
+                ),
                 append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
                 keep_empty_value=False,
             )
-            for name in ANSWER_HEADERS_FROM_REQUEST
+            for name, key in ANSWER_HEADERS_FROM_METADATA
         )
     return route_pb2.RouteConfiguration(
         name=ROUTE_CONFIG_NAME,
