@@ -12,8 +12,9 @@ scratch per thread. The expensive validators (Luhn, IBAN mod-97, SSN rules, ``ip
 Scope and deliberate limits, each a precision/recall trade-off:
 - PHONE: numbers with a ``+``/``00`` country prefix are checked for any country;
   national formats for US, GB, DE, FR, ES, IT, NL and IN (trunk ``0`` where the country
-  writes one). A bare run of digits is a phone only after a cue word ("call", "tel", ...),
-  so order numbers and timestamps stay. Dates, ISBNs and numbers glued to letters are not.
+  writes one). A bare run of digits is a phone only after a cue word ("call", "tel", ...)
+  or when it starts with a trunk 0, so order numbers and timestamps stay. Dates, ISBNs,
+  decimals and numbers glued to letters are not phones.
 - IP_ADDRESS: dotted quads that ``ipaddress`` accepts, unless a version cue ("version",
   "release", "build", "v") precedes or the dotted chain is longer than four parts;
   loopback and private ranges are still IPs. IPv6 needs a digit (no "dead::beef").
@@ -21,6 +22,16 @@ Scope and deliberate limits, each a precision/recall trade-off:
   (Mr/Dr/..., "my name is", "Dear", "regards,", ...) followed by a capitalised word.
   A lone first name without a cue, and names in all capitals, are not found.
 - IBAN: upper-case country code; spaces every four characters or none.
+- CREDIT_CARD: 13-19 digits that pass Luhn, with a card-network prefix, bare or grouped
+  4-4-4-4 (Amex 4-6-5, Diners 4-6-4); 12-digit Maestro numbers are not covered.
+- SECRET: known token shapes (AWS, GitHub, Slack, Stripe, OpenAI-style ``sk-``, Google,
+  JWT), PEM private-key blocks (also inside JSON strings), the value of ``password=`` /
+  ``api_key:`` / ``token=`` style assignments, and ``Bearer`` / ``Basic`` credentials.
+
+Custom entities (operator RE2 patterns) are detected whenever they are declared, listed in
+``entities`` or not: declaring one is the opt-in. An optional NER model (``ner:``, spaCy or
+ONNX, loaded from a local path only) adds PERSON findings. Findings that overlap are merged
+into one span, so no part of either stays visible.
 """
 
 from __future__ import annotations
@@ -186,11 +197,10 @@ _LENGTHS = {
 }
 _LUHN_DOUBLE = {str(d): (d * 2 - 9 if d > 4 else d * 2) for d in range(10)}
 _INTERNATIONAL_LENGTHS = frozenset(range(8, 18))  # + or 00, country code, national number
-_CARD_PREFIXES = (
-    "4", "34", "37", "51", "52", "53", "54", "55", "2221", "2720", "6011", "65", "35", "36",
-    "38", "39", "300", "301", "302", "303", "304", "305", "62", "50", "56", "57", "58", "63",
-    "64", "66", "67", "68", "69", "22", "23", "24", "25", "26", "27",
-)  # fmt: skip
+# Visa 4; Mastercard 51-55, 2221-2720; Maestro 50, 56-69; Discover and UnionPay 6; Amex 34,
+# 37; JCB 35; Diners 30, 36, 38, 39.
+_CARD_PREFIXES = ("4", "5", "6", "22", "23", "24", "25", "26", "27", "30", "34", "35", "36",
+                  "37", "38", "39")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,7 +441,7 @@ class PiiDetector:
         return cls(guard.entities, tuple((c.name, c.pattern) for c in guard.custom), ner=ner)
 
     def find(self, text: str) -> list[Finding]:
-        """Findings sorted by start, non-overlapping (the longer of two overlapping wins)."""
+        """Findings sorted by start, non-overlapping (overlapping ones are merged)."""
         return self.analyse(text).findings
 
     def analyse(self, text: str) -> Analysis:
@@ -494,13 +504,17 @@ def _char_spans(text: str, data: bytes, spans: list[tuple[int, int]]) -> list[tu
 
 
 def _non_overlapping(found: list[Finding]) -> list[Finding]:
+    """Overlapping findings merge into one span (nothing of either is left visible), named
+    after the longer."""
     found.sort(key=lambda f: (f.start, f.start - f.end))
     out: list[Finding] = []
     for f in found:
         if not out or f.start >= out[-1].end:
             out.append(f)
-        elif f.end - f.start > out[-1].end - out[-1].start:
-            out[-1] = f
+        elif f.end > out[-1].end:
+            last = out[-1]
+            entity = f.entity if f.end - f.start > last.end - last.start else last.entity
+            out[-1] = Finding(entity, last.start, f.end)
     return out
 
 
@@ -584,7 +598,8 @@ class _Structure:
             return  # a call or attribute in code: password = get_password()
         if value.lower() in _NOT_SECRETS or len(set(value)) == 1 or value[0] in "$%<{":
             return
-        if _STRONG_KEY.fullmatch(chunk.rstrip(":= \t\"'")) is None:
+        weak = _STRONG_KEY.fullmatch(chunk.rstrip(":= \t\"'")) is None
+        if weak and chunk.endswith(":"):  # "secret=..." is code; "Secret: ..." may be prose
             looks_random = any(c.isdigit() for c in value) or not value.isalnum()
             if len(value) < 6 or not (looks_random or value != value.lower()):
                 return  # "token: the" in prose; "token: a1b2c3d4" is a secret

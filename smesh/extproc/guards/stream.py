@@ -30,10 +30,13 @@ from smesh.extproc.guards.redact import Redactor
 
 __all__ = ["StreamScanner"]
 
+# The longest stretch that can still start or change a finding: a PEM BEGIN line (up to
+# ~80 characters before it matches), a quoted password of up to 64 characters after its key,
+# a cue and a name with particles.
 HOLD = 96
-CONTEXT = 64
+CONTEXT = 64  # cues are looked for up to 40 characters before an entity
 BATCH = 24  # scan again only after this many more characters: amortises the scan over chunks
-CAP = 8192
+CAP = 8192  # an RSA-4096 private key is ~3.2 KB of PEM
 _SPACES = (" ", "\n", "\t", "\r")
 
 
@@ -58,7 +61,7 @@ class StreamScanner:
         self._ctx = ""  # the end of what was released: left context for cues
         self._marks: list[int] = []  # where in _ctx each release began
         self._word_at = 0  # where the last word of the held text starts
-        self._next_scan = HOLD + BATCH
+        self._next_scan = HOLD + 1  # the first text goes out as soon as it can
         self._swallow: str | None = None  # "word" or "key": the rest of a capped entity
 
     @property
@@ -109,10 +112,10 @@ class StreamScanner:
         if cut <= base:
             self._next_scan = len(self._buf) + BATCH
             return ""
-        findings = [
-            Finding(f.entity, f.start - base, f.end - base)
+        findings = [  # none crosses base by construction; clipping is the safety net
+            Finding(f.entity, max(f.start, base) - base, f.end - base)
             for f in analysis.findings
-            if f.start >= base and f.end <= cut
+            if f.end > base and f.end <= cut
         ]
         return self._emit(region, base, cut, findings)
 
@@ -173,8 +176,8 @@ class StreamScanner:
         """Drop the rest of a capped entity: to the end of its word, or of its key block."""
         buf = self._buf
         stop = _key_end(buf) if self._swallow == "key" else _word_end(buf)
-        if stop < 0:  # still inside the entity: drop what arrived, keep a line for the END marker
-            self._buf = "" if final or self._swallow == "word" else buf[buf.rfind("\n") + 1 :]
+        if stop < 0:  # still inside: drop what arrived, keep enough for an END marker to form
+            self._buf = "" if final or self._swallow == "word" else buf[-64:]
             self._word_at = 0
             if final:
                 self._swallow = None
@@ -202,8 +205,9 @@ def _key_end(text: str) -> int:
         close = text.find("PRIVATE KEY-----", end)
         if close >= 0:
             return close + len("PRIVATE KEY-----")
-    first = text.find("\n")  # the first line is the rest of a line already dropped
-    stop = key_body_end(text, first + 1) if first >= 0 else None
+    breaks = [i + len(b) for b in ("\n", "\\n") if (i := text.find(b)) >= 0]
+    # The first line is the rest of a line already dropped; judge the lines after it.
+    stop = key_body_end(text, min(breaks)) if breaks else None
     if stop is None or (end >= 0 and stop >= end):
         return -1
     return stop
