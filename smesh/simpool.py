@@ -34,6 +34,8 @@ def _argv(settings: Simulate, port: int) -> list[str]:
         str(settings.failure_rate),
         "--failure-kind",
         settings.failure_kind,
+        "--chunk-bytes",
+        str(settings.chunk_bytes),
     ]
     return [*argv, "--echo"] if settings.echo else argv
 

@@ -323,6 +323,7 @@ class Simulate(_Strict):
     failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     failure_kind: Literal["500", "429", "timeout", "reset"] = "500"
     echo: bool = False
+    chunk_bytes: int = Field(default=0, ge=0, description="write answers in pieces this big")
 
 
 class HealthCheck(_Strict):

@@ -39,6 +39,8 @@ __all__ = ["MAX_BODY_BYTES", "SimState", "make_app", "sim_state"]
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# A request may ask for its answer in pieces of this many bytes (tests of chunking).
+CHUNK_HEADER = "x-sim-chunk-bytes"
 _JSON = "application/json"
 
 
@@ -116,7 +118,20 @@ async def _inject_failure(request: web.Request, state: SimState) -> web.StreamRe
     return _json_response(error_body("simulated failure", "server_error", "internal_error"), 500)
 
 
-async def _deliver_json(state: SimState, gen: answers.Generation, arrived: float) -> web.Response:
+async def _write_in_pieces(response: web.StreamResponse, body: bytes, size: int) -> None:
+    """``body`` in ``size``-byte writes, each drained and followed by a yield to the loop."""
+    for start in range(0, len(body), size):
+        await response.write(body[start : start + size])
+        await asyncio.sleep(0.0002)  # let each piece leave as its own segment
+
+
+async def _deliver_json(
+    request: web.Request,
+    state: SimState,
+    gen: answers.Generation,
+    arrived: float,
+    chunk_bytes: int = 0,
+) -> web.StreamResponse:
     settings = state.settings
     loop = asyncio.get_running_loop()
     async with state.slot(gen.request.model):
@@ -129,11 +144,23 @@ async def _deliver_json(state: SimState, gen: answers.Generation, arrived: float
         ttft_s=first_token_at - arrived,
         e2e_s=loop.time() - arrived,
     )
-    return _json_response(answers.json_body(gen))
+    body = answers.json_body(gen)
+    if not chunk_bytes:
+        return _json_response(body)
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = len(body)
+    await response.prepare(request)
+    await _write_in_pieces(response, body, chunk_bytes)
+    await response.write_eof()
+    return response
 
 
 async def _deliver_stream(
-    request: web.Request, state: SimState, gen: answers.Generation, arrived: float
+    request: web.Request,
+    state: SimState,
+    gen: answers.Generation,
+    arrived: float,
+    chunk_bytes: int = 0,
 ) -> web.StreamResponse:
     settings = state.settings
     loop = asyncio.get_running_loop()
@@ -146,7 +173,11 @@ async def _deliver_stream(
         await _sleep_until(first_token_at)
         ttft_s = loop.time() - arrived
         frames = [answers.first_frame(gen), answers.step_frame(gen, 0)]
-        if settings.itl <= 0:  # nothing to pace: one write is the same bytes, far cheaper
+        if chunk_bytes:
+            frames.extend(answers.step_frame(gen, step) for step in range(1, gen.steps))
+            frames.append(answers.final_frames(gen))
+            await _write_in_pieces(response, b"".join(frames), chunk_bytes)
+        elif settings.itl <= 0:  # nothing to pace: one write is the same bytes, far cheaper
             frames.extend(answers.step_frame(gen, step) for step in range(1, gen.steps))
             frames.append(answers.final_frames(gen))
             await response.write(b"".join(frames))
@@ -178,9 +209,13 @@ def _generation_handler(
         if failure is not None:
             return failure
         gen = answers.plan_generation(parsed, state.settings)
+        chunk_bytes = state.settings.chunk_bytes
+        asked = request.headers.get(CHUNK_HEADER, "")
+        if asked.isdigit() and 0 < int(asked) <= 1 << 20:
+            chunk_bytes = int(asked)  # one request's own chunking: tests sweep sizes
         if parsed.stream:
-            return await _deliver_stream(request, state, gen, arrived)
-        return await _deliver_json(state, gen, arrived)
+            return await _deliver_stream(request, state, gen, arrived, chunk_bytes)
+        return await _deliver_json(request, state, gen, arrived, chunk_bytes)
 
     return handle
 

@@ -70,6 +70,12 @@ def build_parser(prog: str = "smesh sim") -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the failure dice")
     parser.add_argument(
+        "--chunk-bytes",
+        type=int,
+        default=0,
+        help="write answers in pieces of this many bytes (0: as they are produced)",
+    )
+    parser.add_argument(
         "--workers", type=_positive, default=1, help="processes sharing the port (SO_REUSEPORT)"
     )
     parser.add_argument("--log-level", default="WARNING", help="Python logging level")
@@ -89,6 +95,7 @@ def settings_from_args(args: argparse.Namespace) -> SimSettings:
         echo=args.echo,
         max_tokens=args.max_tokens,
         seed=args.seed,
+        chunk_bytes=args.chunk_bytes,
     )
 
 

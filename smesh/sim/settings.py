@@ -22,6 +22,8 @@ class SimSettings:
     ``failure_rate`` in the way ``failure_kind`` names. With ``echo`` the completion is
     the last user message verbatim; otherwise ``max_tokens`` tokens of filler text
     unless the request sets its own limit. ``seed`` makes failures reproducible.
+    ``chunk_bytes`` > 0 writes every answer (JSON or SSE) in pieces of that many bytes,
+    each flushed on its own, so a proxy sees a body split at arbitrary byte boundaries.
     """
 
     model_names: tuple[str, ...] = ()
@@ -35,6 +37,7 @@ class SimSettings:
     seed: int = 0
     retry_after_s: int = 1
     timeout_sleep_s: float = field(default=3600.0)
+    chunk_bytes: int = 0  # > 0: answers are written in pieces of this many bytes
 
     def __post_init__(self) -> None:
         if self.ttft < 0 or self.itl < 0:
@@ -47,6 +50,8 @@ class SimSettings:
             raise ValueError(
                 f"failure_kind must be one of {', '.join(FAILURE_KINDS)}, got {self.failure_kind!r}"
             )
+        if self.chunk_bytes < 0:
+            raise ValueError(f"chunk_bytes must be >= 0, got {self.chunk_bytes}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if isinstance(self.model_names, str):
