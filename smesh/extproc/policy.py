@@ -26,6 +26,7 @@ from smesh.config.loader import ConfigError, LocatedConfig, load_located
 from smesh.config.references import ConfigIssue
 from smesh.config.schema import MeshConfig, Model, Tenant
 from smesh.contract import residency_key
+from smesh.extproc.estimate import PromptEstimator
 from smesh.extproc.guarding import CompiledGuard, RuleSet, compile_guard
 from smesh.extproc.tokens import TokenCounter, load_counter
 
@@ -50,6 +51,7 @@ class Policy:
     catalog: Mapping[str, tuple[str, ...]]  # tenant -> model ids for /v1/models
     residency: Mapping[str, str | None]  # tenant -> RESIDENCY_HEADER value
     counters: Mapping[str, TokenCounter]  # canonical model -> its tokenizer
+    estimators: Mapping[str, PromptEstimator]  # canonical model -> its reservation bound
     guards: Mapping[str, CompiledGuard]  # tenant -> its guard policy (absent: none)
     answers_seen: frozenset[str]  # tenants whose answers extproc must see
 
@@ -124,6 +126,7 @@ class Policy:
                 for t in config.tenants
             },
             counters=counters,
+            estimators={name: PromptEstimator.for_counter(c) for name, c in counters.items()},
             guards=guards,
             answers_seen=frozenset(
                 t.name

@@ -34,7 +34,7 @@ from smesh.contract import (
     RESIDENCY_HEADER,
     TENANT_HEADER,
 )
-from smesh.extproc.admission import completion_cap, has_budgets, reservation_tokens, reserve
+from smesh.extproc.admission import admit, completion_cap, has_budgets
 from smesh.extproc.answers import AnswerRewriter
 from smesh.extproc.audit import AuditLog, AuditTicket
 from smesh.extproc.auth import authenticate
@@ -221,12 +221,16 @@ class Processor:
                 )
                 state.request = request
             if has_budgets(tenant.budgets):
-                tokens, state.prompt_tokens = reservation_tokens(
-                    spec, model, request, policy.counters[model.name], tenant.budgets
-                )
-                hold = Hold(state.request_id, model.timeout + HOLD_SLACK_S)
-                state.reservation = reserve(
-                    self.deps.budgets, tenant.name, tenant.budgets, tokens, hold
+                state.reservation, state.prompt_tokens = admit(
+                    self.deps.budgets,
+                    tenant.name,
+                    tenant.budgets,
+                    spec,
+                    model,
+                    request,
+                    len(raw),
+                    policy.estimators[model.name],
+                    Hold(state.request_id, model.timeout + HOLD_SLACK_S),
                 )
             body = self._upstream_body(spec, model, request)
         except GatewayError as err:

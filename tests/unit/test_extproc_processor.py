@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -447,3 +449,41 @@ def test_a_reservation_that_does_not_fit_what_is_left_is_429(telemetry: Telemetr
     else:  # the prompt is small enough that both fit: the counter shows no overshoot
         assert p.state.reservation.tokens <= left
     assert store.used("tiny")["tokens_per_minute"] <= 30
+
+
+BIG_TPM = CONFIG.replace("budgets: {requests_per_minute: 2}", "budgets: {tokens_per_minute: 3000}")
+
+
+def _reserve_chat(policy: Policy, telemetry: Telemetry, store: MemoryBudgetStore, text: str) -> Any:
+    p = processor(policy, telemetry, store)
+    p.request_headers(headers(OTHER), None)
+    return p, p.request_body(body(max_tokens=5, messages=[{"role": "user", "content": text}]))
+
+
+def test_a_big_prompt_reserves_a_bound_without_tokenising(telemetry: Telemetry) -> None:
+    """Over 512 bytes the reservation is the body-size bound (no tokenizer on the hot path)."""
+    policy = Policy.from_config(parse_config(BIG_TPM))
+    text = "plain words " * 100  # 1.2 KB, about 200 tokens
+    p, decision = _reserve_chat(policy, telemetry, MemoryBudgetStore(), text)
+    assert isinstance(decision, Continue) and p.state.reservation is not None
+    raw_len = len(body(max_tokens=5, messages=[{"role": "user", "content": text}]))
+    assert p.state.reservation.tokens == policy.estimators["chat"].bound(raw_len) + 5
+
+
+def test_a_bound_that_would_refuse_falls_back_to_the_exact_count(telemetry: Telemetry) -> None:
+    """A prompt whose bound exceeds the whole limit but whose real count fits is admitted."""
+    policy = Policy.from_config(parse_config(BIG_TPM))
+    text = "plain words " * 300  # 3.6 KB: bound ~3,600 > 3,000; exact ~600
+    p, decision = _reserve_chat(policy, telemetry, MemoryBudgetStore(), text)
+    assert isinstance(decision, Continue) and p.state.reservation is not None
+    exact = policy.counters["chat"].count(text)
+    assert exact < p.state.reservation.tokens < 1000
+
+
+def test_a_small_prompt_is_counted_exactly(telemetry: Telemetry) -> None:
+    """Bodies of 512 bytes or less reserve the tokenizer's count: nothing refused early."""
+    policy = Policy.from_config(parse_config(BIG_TPM))
+    p, decision = _reserve_chat(policy, telemetry, MemoryBudgetStore(), "hello there")
+    assert isinstance(decision, Continue) and p.state.reservation is not None
+    assert p.state.reservation.tokens == p.state.prompt_tokens + 5
+    assert p.state.prompt_tokens < 20

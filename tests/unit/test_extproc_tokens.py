@@ -181,3 +181,22 @@ def test_unreadable_file_names_the_path(tmp_path: Path, kind: str, content: str)
     path.write_text(content)
     with pytest.raises(ValueError, match=re.escape(str(path))):
         load_counter(Tokenizer(kind=kind, path=str(path)))  # type: ignore[arg-type]
+
+
+def test_the_builtin_counter_counts_like_the_simulator() -> None:
+    """The builtin BPE through tiktoken ranks gives the same counts as the tokenizers library."""
+    from smesh.extproc.estimate import CALIBRATION_TEXTS  # noqa: PLC0415
+    from smesh.sim.tokenizer import count_tokens  # noqa: PLC0415
+
+    counter = load_counter(BUILTIN)
+    for text in (*CALIBRATION_TEXTS, "The quick brown fox " * 50, "  spaces\t\ttabs\n\nlines  "):
+        assert counter.count(text) == count_tokens(text), text
+
+
+def test_the_calibrated_bound_covers_every_calibration_text() -> None:
+    """bound(bytes) is at least the real count for each dense sample, and for plain prose."""
+    from smesh.extproc.estimate import CALIBRATION_TEXTS, PromptEstimator  # noqa: PLC0415
+
+    estimator = PromptEstimator.for_counter(load_counter(BUILTIN))
+    for text in (*CALIBRATION_TEXTS, "plain words " * 300):
+        assert estimator.bound(len(text.encode())) >= load_counter(BUILTIN).count(text)
