@@ -140,6 +140,14 @@ class Tenant(_Strict):
 # keyed, stable hash; block: refuse (400, entity types named, never values); log: leave the
 # text, count; off: do not scan.
 PiiAction = Literal["redact", "hash", "block", "log", "off"]
+
+
+def _yaml_off(value: Any) -> Any:
+    """YAML 1.1 reads a bare ``off`` as false: for an action, it means "off"."""
+    return "off" if value is False else value
+
+
+Action = Annotated[PiiAction, BeforeValidator(_yaml_off)]
 BUILTIN_ENTITIES = (
     "EMAIL",
     "PHONE",
@@ -168,8 +176,8 @@ class LocalModel(_Strict):
 
 
 class PiiGuard(_Strict):
-    prompts: PiiAction = "redact"
-    answers: PiiAction = "off"
+    prompts: Action = "redact"
+    answers: Action = "off"
     entities: tuple[EntityName, ...] = BUILTIN_ENTITIES
     custom: tuple[CustomEntity, ...] = ()
     restore: bool = Field(
@@ -182,7 +190,7 @@ class PiiGuard(_Strict):
 
 
 class InjectionGuard(_Strict):
-    action: Literal["block", "flag", "off"] = "block"
+    action: Annotated[Literal["block", "flag", "off"], BeforeValidator(_yaml_off)] = "block"
     threshold: float = Field(default=0.5, gt=0.0, le=1.0)
     model: LocalModel | None = None
 

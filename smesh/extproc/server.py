@@ -198,7 +198,7 @@ def _serve_one(settings: ExtProcSettings, index: int, parent: int | None = None)
         _start_metrics(settings.metrics_port + index, settings.address)
     telemetry = Telemetry(readers, _tracer_provider(config.tracing))
     budgets = make_budget_store(config.extproc.budget_store)
-    audit = _audit_log(config.audit, index, settings.workers)
+    audit = _audit_log(config.audit, settings.config, index, settings.workers)
     server, port = make_server(
         policy,
         budgets,
@@ -222,15 +222,21 @@ def _serve_one(settings: ExtProcSettings, index: int, parent: int | None = None)
     telemetry.shutdown()
 
 
-def _audit_log(config: AuditConfig | None, index: int, workers: int) -> AuditLog | None:
-    """This worker's audit log (one file per worker: a chain has one writer)."""
+def _audit_log(
+    config: AuditConfig | None, config_file: Path, index: int, workers: int
+) -> AuditLog | None:
+    """This worker's audit log (one file per worker: a chain has one writer).
+
+    Relative paths are relative to the config file's directory, not the working directory.
+    """
     if config is None:
         return None
-    path = Path(config.path)
+    base = config_file.resolve().parent
+    path = base / config.path
+    key_path = base / config.key_file if config.key_file else default_key_path(path)
     if workers > 1:
         path = path.with_name(f"{path.stem}.w{index}{path.suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    key_path = Path(config.key_file) if config.key_file else default_key_path(Path(config.path))
     key = load_or_create_key(key_path)
     return AuditLog(path, key, rotate_bytes=config.rotate_bytes, queue_size=config.queue_size)
 

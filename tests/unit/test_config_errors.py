@@ -319,3 +319,15 @@ def test_read_settled_waits_for_a_write_to_finish(tmp_path: Path) -> None:
         assert read_settled(path, settle_s=0.05) == VALID
     finally:
         writer.join()
+
+
+def test_a_bare_off_is_the_off_action() -> None:
+    """YAML 1.1 reads `off` as false; for a guard action it means off, as written."""
+    config = parse_config(
+        GUARDS.replace("prompts: redact", "prompts: off\n      answers: off").replace(
+            "injection: {action: block, threshold: 0.5}", "injection: {action: off}"
+        )
+    )
+    pii = config.guards[0].pii
+    assert pii is not None and (pii.prompts, pii.answers) == ("off", "off")
+    assert config.guards[0].injection is not None and config.guards[0].injection.action == "off"
