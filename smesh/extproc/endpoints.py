@@ -4,18 +4,20 @@ One spec per endpoint (chat completions, completions, embeddings): it validates 
 body a client sent and extracts what the gateway decides on — the model, whether the
 answer streams, the completion cap. Pure functions; errors are :class:`GatewayError`.
 
-The body that goes upstream is always the parsed object serialised again
-(:func:`serialise_body`), never the client's bytes. A JSON object may repeat a key
-(``{"model": "b", "model": "a"}``): our parser keeps the last, another server's parser
-may keep the first, so forwarding the client's bytes would let the model that runs
-differ from the model that was authorised (and let guards scan one ``messages`` while
-the server reads the other). Serialising what was checked closes that for every field at
-once, costs about 1 µs for a 4 KB body, and also bounds nesting: a body nested deeper
-than the serialiser handles is a 400, like any other malformed body.
+A JSON object may repeat a key (``{"model": "b", "model": "a"}``): our parser keeps the
+last, another server's parser may keep the first, so a body with a duplicate key could
+run a model that was never authorised (and let a guard scan one ``messages`` while the
+model reads the other). Such a body is refused (400 ``duplicate_key``, at any level),
+which is what lets every other body go upstream exactly as the client sent it when
+extproc changes nothing: measured, sending an unchanged 4 KB body back to Envoy cost
+60-180 µs of Envoy CPU per request, against ~7 µs for the duplicate check. A body extproc
+does change (an alias, a cap, ``include_usage``, a redaction) is serialised again
+(:func:`serialise_body`); nested deeper than the serialiser writes, that is a 400 too.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -107,6 +109,7 @@ def parse_request(spec: EndpointSpec, raw: bytes) -> ParsedRequest:
         raise _bad(f"the request body is not valid JSON: {exc}", "invalid_json") from None
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object", "invalid_json")
+    _refuse_duplicate_keys(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("'model' is required and must be a string", "model_required")
@@ -127,6 +130,36 @@ def parse_request(spec: EndpointSpec, raw: bytes) -> ParsedRequest:
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         raise _bad("'max_tokens' must be a positive integer", "invalid_max_tokens")
     return ParsedRequest(body=body, model=model, stream=stream, max_tokens=cap)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def _refuse_duplicate_keys(raw: bytes) -> None:
+    """400 when any object in the (already valid) body repeats a key, escapes decoded."""
+    try:
+        json.loads(raw, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as dup:
+        raise _bad(
+            f"the request body repeats the key {dup.key[:100]!r}; each key may appear once",
+            "duplicate_key",
+        ) from None
+    except RecursionError:
+        raise _bad("the request body is nested too deeply", "invalid_json") from None
 
 
 def serialise_body(body: Mapping[str, Any]) -> bytes:

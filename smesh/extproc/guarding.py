@@ -103,6 +103,7 @@ class PromptVerdict:
     flags: list[str] = field(default_factory=list)  # x-smesh-guard values (flag actions)
     entities: Counter[str] = field(default_factory=Counter)  # PII type -> occurrences
     redactor: Redactor | None = None  # the request's placeholders, for its answer
+    changed: bool = False  # the body differs from the client's (a redaction or a hash)
 
 
 def _blocked(guard: CompiledGuard, code: str, message: str) -> GatewayError:
@@ -126,7 +127,7 @@ def guard_prompt(guard: CompiledGuard, endpoint: str, body: Mapping[str, Any]) -
 
 
 def _guard_prompt(guard: CompiledGuard, endpoint: str, body: Mapping[str, Any]) -> PromptVerdict:
-    verdict = PromptVerdict(body=dict(body))
+    verdict = PromptVerdict(body=dict(body))  # the client's body unless PII is rewritten
     texts: list[str] | None = None
     if guard.banned is not None or guard.injection is not None:
         texts = list(request_texts(endpoint, body))
@@ -152,8 +153,10 @@ def _guard_prompt(guard: CompiledGuard, endpoint: str, body: Mapping[str, Any]) 
     if guard.pii is not None:
         redactor = Redactor(guard.pii, guard.prompts, guard.hash_key)
         if guard.prompts != "off":
-            verdict.body = map_request_texts(endpoint, body, redactor.apply)
+            rewritten = map_request_texts(endpoint, body, redactor.apply)
             verdict.entities.update(redactor.counts)
+            if verdict.entities and guard.prompts in ("redact", "hash"):
+                verdict.body, verdict.changed = rewritten, True
             if verdict.entities:
                 verdict.fired.append("pii")
             if redactor.blocked:

@@ -232,24 +232,34 @@ class Processor:
                     policy.estimators[model.name],
                     Hold(state.request_id, model.timeout + HOLD_SLACK_S),
                 )
-            body = self._upstream_body(spec, model, request)
+            changed = state.verdict is not None and state.verdict.changed
+            body = self._upstream_body(spec, model, request, changed)
         except GatewayError as err:
             return self._refuse(err)
         return self._forward(tenant, model, body)
 
-    def _upstream_body(self, spec: EndpointSpec, model: Model, request: ParsedRequest) -> bytes:
-        """The body that goes upstream: always re-serialised (see :mod:`.endpoints`)."""
+    def _upstream_body(
+        self, spec: EndpointSpec, model: Model, request: ParsedRequest, changed: bool
+    ) -> bytes | None:
+        """The new body to send upstream, or ``None``: the client's bytes go as they are."""
         body = request.body
         if request.model != model.name:
             body = {**body, "model": model.name}  # aliases reach the server as its own name
+            changed = True
         if spec.completes and request.max_tokens is None:
             # The reservation assumed the model's cap: make the server honour it too.
             body = {**body, "max_tokens": model.max_tokens}
+            changed = True
         if request.stream:
-            body, _ = prepare_stream_request(body)  # usage is read from the stream by Envoy
-        return serialise_body(body)
+            forced, _ = prepare_stream_request(body)  # usage is read from the stream by Envoy
+            if forced != body:
+                body, changed = forced, True
+        # Serialised either way: a body nested past what the serialiser writes is a 400 even
+        # when it would go upstream unchanged (model servers parse it too).
+        encoded = serialise_body(body)
+        return encoded if changed else None
 
-    def _forward(self, tenant: Tenant, model: Model, body: bytes) -> Continue:
+    def _forward(self, tenant: Tenant, model: Model, body: bytes | None) -> Continue:
         state = self.state
         assert state.spec is not None and state.request is not None
         policy = state.policy
@@ -273,16 +283,14 @@ class Processor:
         state.forwarded = True
         overhead_ms = (state.overhead_s + self.deps.clock() - state.started) * 1000
         decision = Continue(
-            set_headers={
-                MODEL_HEADER: model.name,
-                TENANT_HEADER: tenant.name,
-                "content-length": str(len(body)),
-            },
+            set_headers={MODEL_HEADER: model.name, TENANT_HEADER: tenant.name},
             remove_headers=list(CREDENTIAL_HEADERS),
             body=body,
             clear_route_cache=True,
             metadata={REQUEST_NAMESPACE: self._record_fields(model, overhead_ms)},
         )
+        if body is not None:
+            decision.set_headers["content-length"] = str(len(body))
         residency = policy.residency.get(tenant.name)
         if residency is not None:
             decision.set_headers[RESIDENCY_HEADER] = residency

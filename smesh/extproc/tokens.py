@@ -141,9 +141,7 @@ def _tiktoken_counter(path: str) -> _TiktokenCounter:
 
 
 # GPT-2's byte-level pre-tokenisation (what a ByteLevel pre-tokenizer with use_regex runs).
-GPT2_PAT_STR = (
-    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-)
+GPT2_PAT_STR = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 def _byte_decoder() -> dict[str, int]:

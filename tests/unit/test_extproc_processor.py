@@ -86,8 +86,8 @@ def test_body_routes_by_model_and_strips_credentials(policy: Policy, telemetry: 
     assert "authorization" in decision.remove_headers
     assert "x-smesh-residency" in decision.remove_headers
     assert decision.clear_route_cache
-    # What goes upstream is the checked body, serialised again (never the client's bytes).
-    assert decision.body is not None and orjson.loads(decision.body)["model"] == "chat"
+    # Nothing to change (canonical model, a cap, no stream): the client's bytes go as sent.
+    assert decision.body is None and "content-length" not in decision.set_headers
 
 
 def test_missing_max_tokens_gets_the_reserved_cap(policy: Policy, telemetry: Telemetry) -> None:
@@ -341,17 +341,28 @@ def test_the_real_refusal_reason_is_kept_in_the_metrics(
     assert codes == {"model_not_allowed"}
 
 
-def test_duplicate_keys_forward_the_checked_value_only(
-    policy: Policy, telemetry: Telemetry
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model": "far", "model": "chat", "max_tokens": 5, "messages": []}',
+        b'{"model": "chat", "max_tokens": 5, "messages": [{"role": "user", "content": "a",'
+        b' "content": "b"}]}',
+        b'{"mo\\u0064el": "far", "model": "chat", "messages": [{"role": "user"}]}',
+    ],
+    ids=["model", "nested-content", "escaped-key"],
+)
+def test_duplicate_keys_at_any_level_are_refused(
+    policy: Policy, telemetry: Telemetry, raw: bytes
 ) -> None:
-    """{"model": "far", "model": "chat"}: the upstream body has one model key, the routed one."""
-    raw = (
-        b'{"model": "far", "model": "chat", "max_tokens": 5,'
-        b' "messages": [{"role": "user", "content": "hi"}]}'
-    )
+    """A repeated key (escapes decoded) is 400 duplicate_key: no parser can disagree on it."""
+    assert _refusal(policy, telemetry, raw, key=OTHER) == (400, "duplicate_key")
+
+
+def test_a_changed_body_is_serialised_again(policy: Policy, telemetry: Telemetry) -> None:
+    """An alias is rewritten: the upstream body names the canonical model, one key each."""
     p = processor(policy, telemetry)
-    p.request_headers(headers(OTHER), None)
-    decision = p.request_body(raw)
+    p.request_headers(headers(), None)
+    decision = p.request_body(body(model="gpt-4o-mini", max_tokens=5))
     assert isinstance(decision, Continue) and decision.body is not None
     assert decision.body.count(b'"model"') == 1
     assert orjson.loads(decision.body)["model"] == decision.set_headers["x-smesh-model"] == "chat"
@@ -487,3 +498,14 @@ def test_a_small_prompt_is_counted_exactly(telemetry: Telemetry) -> None:
     assert isinstance(decision, Continue) and p.state.reservation is not None
     assert p.state.reservation.tokens == p.state.prompt_tokens + 5
     assert p.state.prompt_tokens < 20
+
+
+def test_a_deep_body_is_refused_even_when_nothing_would_change(
+    policy: Policy, telemetry: Telemetry
+) -> None:
+    """With max_tokens set (no rewrite needed), 400 levels of nesting are still a 400."""
+    nested = b"[" * 400 + b"]" * 400
+    raw = (
+        b'{"model": "chat", "max_tokens": 5, "messages": [{"role": "user"}], "x": ' + nested + b"}"
+    )
+    assert _refusal(policy, telemetry, raw) == (400, "invalid_json")
