@@ -27,12 +27,11 @@ from pathlib import Path
 import grpc
 from envoy.service.accesslog.v3 import als_pb2_grpc as als_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from prometheus_client import start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 
 from smesh.config.loader import load_config
 from smesh.config.schema import Audit as AuditConfig
@@ -171,12 +170,14 @@ def _die_with_parent(parent: int, stop: threading.Event) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _start_metrics(port: int, address: str, timeout: float = 10.0) -> None:
+def _start_metrics(
+    port: int, address: str, registry: CollectorRegistry, timeout: float = 10.0
+) -> None:
     """Prometheus on ``port``; a port still held by a stopping predecessor is retried."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            start_http_server(port, addr=address)
+            start_http_server(port, addr=address, registry=registry)
             return
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
@@ -193,13 +194,10 @@ def _serve_one(settings: ExtProcSettings, index: int, parent: int | None = None)
     policy = FilePolicySource(settings.config)  # compiled whole: tokenizers load now
     config = policy.current().config
     assert config.extproc is not None
-    readers = []
+    registry = CollectorRegistry()
     if settings.metrics_port is not None:
-        readers.append(PrometheusMetricReader())
-        _start_metrics(settings.metrics_port + index, settings.address)
-    telemetry = Telemetry(
-        readers, _tracer_provider(config.tracing), request_lines=config.audit is None
-    )
+        _start_metrics(settings.metrics_port + index, settings.address, registry)
+    telemetry = Telemetry(registry, _tracer_provider(config.tracing))
     budgets = make_budget_store(config.extproc.budget_store)
     audit = _audit_log(config.audit, settings.config, index, settings.workers)
     server, port = make_server(

@@ -8,7 +8,6 @@ from typing import Any
 import orjson
 import pytest
 from envoy.data.accesslog.v3 import accesslog_pb2
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -104,30 +103,20 @@ def test_the_reservation_settles_to_the_reported_usage(
 
 def test_metrics_cost_and_the_audit_record(tmp_path: Path) -> None:
     """Token metrics by tenant, the catalog cost, and one verifiable audit record."""
-    reader = InMemoryMetricReader()
+    telemetry = Telemetry()
     log = AuditLog(tmp_path / "audit.jsonl", b"k" * 32)
     sink = CompletionSink(
-        StaticPolicySource(parse_config(CONFIG)), MemoryBudgetStore(), Telemetry([reader]), log
+        StaticPolicySource(parse_config(CONFIG)), MemoryBudgetStore(), telemetry, log
     )
     done = completion_of(entry(guards=["pii"], entities={"EMAIL": 1}))
     assert done is not None
     sink.handle([done])
     log.close()
-    data = reader.get_metrics_data()
-    assert data is not None
-    sums = {
-        (metric.name, dict(point.attributes).get("gen_ai.token.type")): getattr(
-            point, "sum", getattr(point, "value", None)
-        )
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for metric in sm.metrics
-        if metric.name in ("gen_ai.client.token.usage", "smesh.cost")
-        for point in metric.data.data_points
-    }
-    assert sums[("gen_ai.client.token.usage", "input")] == 7
-    assert sums[("gen_ai.client.token.usage", "output")] == 3
-    assert sums[("smesh.cost", None)] == pytest.approx(7 + 6)
+    labels = {"tenant": "acme", "gen_ai_request_model": "chat"}
+    sample = telemetry.registry.get_sample_value
+    assert sample("gen_ai_client_token_usage_sum", {**labels, "gen_ai_token_type": "input"}) == 7
+    assert sample("gen_ai_client_token_usage_sum", {**labels, "gen_ai_token_type": "output"}) == 3
+    assert sample("smesh_cost_total", labels) == pytest.approx(7 + 6)
     [line] = (tmp_path / "audit.jsonl").read_bytes().splitlines()
     record = orjson.loads(line)
     assert (record["tenant"], record["cluster"], record["decision"]) == ("acme", "c", "forwarded")

@@ -6,7 +6,6 @@ from typing import Any
 
 import orjson
 import pytest
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from smesh.config.loader import parse_config
 from smesh.extproc.budget import MemoryBudgetStore
@@ -40,13 +39,8 @@ def policy() -> Policy:
 
 
 @pytest.fixture
-def reader() -> InMemoryMetricReader:
-    return InMemoryMetricReader()
-
-
-@pytest.fixture
-def telemetry(reader: InMemoryMetricReader) -> Telemetry:
-    return Telemetry([reader])
+def telemetry() -> Telemetry:
+    return Telemetry()
 
 
 def processor(
@@ -322,23 +316,24 @@ def test_another_tenants_model_and_an_unknown_one_look_the_same(
 
 
 def test_the_real_refusal_reason_is_kept_in_the_metrics(
-    policy: Policy, telemetry: Telemetry, reader: InMemoryMetricReader
+    policy: Policy, telemetry: Telemetry
 ) -> None:
     """The refusal metric records model_not_allowed though the client saw model_not_found."""
     p = processor(policy, telemetry)
     p.request_headers(headers(OTHER), None)
     p.request_body(body(model="far"))
-    data = reader.get_metrics_data()
-    assert data is not None
-    codes = {
-        dict(point.attributes)["code"]
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for metric in sm.metrics
-        if metric.name == "smesh.refusals"
-        for point in metric.data.data_points
-    }
-    assert codes == {"model_not_allowed"}
+    value = telemetry.registry.get_sample_value(
+        "smesh_refusals_total",
+        {"tenant": "tiny", "http_response_status_code": "404", "code": "model_not_allowed"},
+    )
+    assert value == 1
+    assert (
+        telemetry.registry.get_sample_value(
+            "smesh_refusals_total",
+            {"tenant": "tiny", "http_response_status_code": "404", "code": "model_not_found"},
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize(
