@@ -110,6 +110,8 @@ class BudgetUnavailable(Exception):
 class BudgetStore(Protocol):
     """Where reservations are counted; one per extproc process, shared by its threads."""
 
+    blocking: bool  # calls wait on the network (keep them off an event loop)
+
     def reserve(
         self,
         tenant: str,
@@ -170,6 +172,8 @@ class MemoryBudgetStore:
     Keys are ``(tenant, kind, window)``; windows older than the current one are dropped
     lazily, at most once per minute, so memory stays bounded by the active tenants.
     """
+
+    blocking = False
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock

@@ -20,10 +20,11 @@ budget store is Redis (enforced at start).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,13 @@ from smesh.extproc.metering import Usage
 from smesh.extproc.policy import PolicySource
 from smesh.extproc.telemetry import RequestRecord, Telemetry
 
-__all__ = ["AccessLogService", "Completion", "CompletionSink", "completion_of"]
+__all__ = [
+    "AccessLogService",
+    "AsyncAccessLogService",
+    "Completion",
+    "CompletionSink",
+    "completion_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -275,4 +282,30 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[m
                     log.exception("an access-log batch of %d entries failed", len(entries))
         except grpc.RpcError:
             pass  # Envoy closed the stream
+        return als_pb2.StreamAccessLogsResponse()
+
+
+class AsyncAccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
+    """The access-log service on a ``grpc.aio`` server.
+
+    Each batch is handled in a thread: settling may wait on Redis and writing the audit
+    record may wait for room in its queue, and neither may stall the event loop that
+    serves every request. One thread hop per batch (~27 entries under load) is cheap.
+    """
+
+    def __init__(self, sink: CompletionSink) -> None:
+        self._sink = sink
+
+    async def StreamAccessLogs(
+        self, request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage], context: Any
+    ) -> als_pb2.StreamAccessLogsResponse:
+        async for message in request_iterator:
+            entries = message.http_logs.log_entry
+            completions = [c for entry in entries if (c := completion_of(entry))]
+            if not completions:
+                continue
+            try:
+                await asyncio.to_thread(self._sink.handle, completions)
+            except Exception:
+                log.exception("an access-log batch of %d entries failed", len(entries))
         return als_pb2.StreamAccessLogsResponse()

@@ -176,6 +176,8 @@ _LIMIT_BITS = (
 class RedisBudgetStore:
     """Reservations counted in Redis; thread-safe (redis-py's connection pool)."""
 
+    blocking = True
+
     def __init__(
         self, url: str, key_prefix: str = "smesh:budget", socket_timeout: float = 0.25
     ) -> None:

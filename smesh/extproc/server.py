@@ -10,6 +10,7 @@ shared budget store (Redis).
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import gc
@@ -39,10 +40,10 @@ from smesh.config.schema import BudgetStore as BudgetStoreConfig
 from smesh.config.schema import Tracing
 from smesh.extproc.audit import AuditLog, default_key_path, load_or_create_key
 from smesh.extproc.budget import BudgetStore, BudgetUnavailable, MemoryBudgetStore
-from smesh.extproc.completion import AccessLogService, CompletionSink
+from smesh.extproc.completion import AccessLogService, AsyncAccessLogService, CompletionSink
 from smesh.extproc.policy import FilePolicySource, PolicySource
 from smesh.extproc.processor import Deps, Processor
-from smesh.extproc.servicer import ExternalProcessorService
+from smesh.extproc.servicer import AsyncExternalProcessorService, ExternalProcessorService
 from smesh.extproc.telemetry import Telemetry
 
 __all__ = ["ExtProcSettings", "make_budget_store", "make_server", "run_extproc"]
@@ -72,6 +73,7 @@ class ExtProcSettings:
     metrics_port: int | None = None  # worker i serves Prometheus on metrics_port + i
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    server: str = "aio"  # "aio" (one event loop) or "sync" (a thread per stream)
 
 
 def make_budget_store(config: BudgetStoreConfig) -> BudgetStore:
@@ -111,6 +113,34 @@ def make_server(
     else:
         port = server.add_secure_port(address, credentials)
     server.start()
+    return server, port
+
+
+async def make_aio_server(
+    policy: PolicySource,
+    budgets: BudgetStore,
+    telemetry: Telemetry,
+    address: str,
+    credentials: grpc.ServerCredentials | None = None,
+    audit: AuditLog | None = None,
+) -> tuple[grpc.aio.Server, int]:
+    """The same services on ``grpc.aio`` (started; port 0 picks one)."""
+    deps = Deps(budgets=budgets, telemetry=telemetry, audit=audit)
+
+    def new_processor() -> Processor:
+        return Processor(deps, policy.current())
+
+    server = grpc.aio.server(options=_OPTIONS)
+    ep_grpc.add_ExternalProcessorServicer_to_server(
+        AsyncExternalProcessorService(new_processor, offload_body=budgets.blocking), server
+    )
+    sink = CompletionSink(policy, budgets, telemetry, audit)
+    als_grpc.add_AccessLogServiceServicer_to_server(AsyncAccessLogService(sink), server)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
+    await server.start()
     return server, port
 
 
@@ -200,26 +230,41 @@ def _serve_one(settings: ExtProcSettings, index: int, parent: int | None = None)
     telemetry = Telemetry(registry, _tracer_provider(config.tracing))
     budgets = make_budget_store(config.extproc.budget_store)
     audit = _audit_log(config.audit, settings.config, index, settings.workers)
-    server, port = make_server(
-        policy,
-        budgets,
-        telemetry,
-        f"{settings.address}:{settings.port}",
-        settings.threads,
-        _credentials(settings),
-        audit,
-    )
-    # What was built at start (policy, tokenizers, detectors) never becomes garbage: keep
-    # it out of the collector's generations so collections stay short (tail latency).
-    gc.collect()
-    gc.freeze()
-    print(f"smesh-extproc worker {index} on {settings.address}:{port}", flush=True)
-    while not stop.wait(EXPIRE_EVERY_S):
-        try:
-            budgets.expire()  # reservations whose access-log entry never came
-        except BudgetUnavailable as exc:
-            log.warning("could not expire held reservations: %s", exc)
-    server.stop(grace=2).wait()
+    address = f"{settings.address}:{settings.port}"
+    credentials = _credentials(settings)
+
+    def serving(port: int) -> None:
+        # What was built at start (policy, tokenizers, detectors) never becomes garbage:
+        # keep it out of the collector's generations so collections stay short.
+        gc.collect()
+        gc.freeze()
+        print(f"smesh-extproc worker {index} on {settings.address}:{port}", flush=True)
+
+    def expire_until_stopped() -> None:
+        while not stop.wait(EXPIRE_EVERY_S):
+            try:
+                budgets.expire()  # reservations whose access-log entry never came
+            except BudgetUnavailable as exc:
+                log.warning("could not expire held reservations: %s", exc)
+
+    if settings.server == "aio":
+
+        async def main() -> None:
+            server, port = await make_aio_server(
+                policy, budgets, telemetry, address, credentials, audit
+            )
+            serving(port)
+            await asyncio.to_thread(expire_until_stopped)
+            await server.stop(grace=2)
+
+        asyncio.run(main())
+    else:
+        server, port = make_server(
+            policy, budgets, telemetry, address, settings.threads, credentials, audit
+        )
+        serving(port)
+        expire_until_stopped()
+        server.stop(grace=2).wait()
     policy.close()
     budgets.close()
     if audit is not None:
