@@ -1,16 +1,14 @@
-"""Token usage from upstream answers, and the streaming rewrite that meters SSE.
+"""Token usage: the forced ``include_usage`` on streams, and the meter of a running stream.
 
 Why: budgets are reservations settled to the upstream's reported usage (DESIGN 8, 9).
-A JSON answer carries ``usage``; a stream carries it only in a final usage-only chunk,
-and only when the request set ``stream_options.include_usage``. So extproc forces that
-option on every streaming request (:func:`prepare_stream_request`) and
-:class:`StreamMeter` drops the extra chunk again for clients that did not ask for it.
-While the stream runs, the meter also counts completion tokens seen so far, so the
+A stream carries its usage only in a final usage-only chunk, and only when the request
+set ``stream_options.include_usage``, so extproc forces that option on every streaming
+request (:func:`prepare_stream_request`); Envoy reads the chunk itself
+(``sse_to_metadata``). A stream that extproc does see (``budgets.enforce_in_stream``)
+goes through :class:`StreamMeter`, which counts completion tokens as they pass so the
 caller can cut a stream that would overrun its budget with a final SSE error event
-(:meth:`StreamMeter.cut`) instead of letting it finish.
-
-Everything except the dropped usage chunk passes through byte-for-byte, in whole
-events: a partial event is held back until the chunk that completes it.
+(:meth:`StreamMeter.cut`) instead of letting it finish. Events pass through byte for
+byte, whole: a partial event is held back until the chunk that completes it.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from smesh.config.schema import Price
 from smesh.extproc.sse import SseSplitter, event_data, format_event
 from smesh.extproc.tokens import TokenCounter
 
@@ -29,9 +26,7 @@ __all__ = [
     "DONE_EVENT",
     "StreamMeter",
     "Usage",
-    "cost",
     "prepare_stream_request",
-    "usage_from_json",
 ]
 
 DONE_EVENT = b"data: [DONE]\n\n"
@@ -70,43 +65,20 @@ def _usage(value: object) -> Usage | None:
     return Usage(prompt, completion)
 
 
-def usage_from_json(body: bytes) -> Usage | None:
-    """Usage of a JSON answer (chat, completions, embeddings); ``None`` if absent or invalid.
+def prepare_stream_request(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``body`` with ``stream_options.include_usage`` forced on a streaming request.
 
-    Never raises: a body that is not JSON (an upstream HTML error page) is ``None``.
+    Returns ``body`` itself when nothing changes (not a stream, usage already asked for,
+    or malformed options, which request parsing refuses first); otherwise a new body.
     """
-    try:
-        answer = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return _usage(answer.get("usage")) if isinstance(answer, dict) else None
-
-
-def prepare_stream_request(body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """Force ``stream_options.include_usage`` on a streaming request.
-
-    Returns a new body (``body`` is not changed) and whether the client asked for the
-    usage chunk itself. Non-streaming requests, and ones whose ``stream_options`` is
-    malformed, come back unchanged so the upstream answers them as it would have.
-    """
-    new_body = dict(body)
     if body.get("stream") is not True:
-        return new_body, False
+        return body
     options = body.get("stream_options")
     if options is None:
         options = {}
-    if not isinstance(options, Mapping):
-        return new_body, False
-    wanted = options.get("include_usage", False)
-    if not isinstance(wanted, bool):
-        return new_body, False
-    new_body["stream_options"] = {**options, "include_usage": True}
-    return new_body, wanted
-
-
-def cost(usage: Usage, price: Price) -> float:
-    """What ``usage`` costs at the catalog ``price``."""
-    return price.cost(usage.prompt_tokens, usage.completion_tokens)
+    if not isinstance(options, Mapping) or options.get("include_usage") is True:
+        return body
+    return {**body, "stream_options": {**options, "include_usage": True}}
 
 
 def _choice_texts(choices: list[Any]) -> list[str]:
@@ -129,16 +101,16 @@ def _choice_texts(choices: list[Any]) -> list[str]:
 
 
 class StreamMeter:
-    """Meter one streamed (SSE) answer and rewrite it for the client.
+    """Meter one streamed (SSE) answer on its way to the client.
 
-    ``feed`` every upstream body chunk; send what it returns in its place. ``usage``
-    is set once the upstream's usage chunk has passed; ``completion_tokens_seen``
-    grows with every content delta (counted with ``counter``, or one per delta
-    without one) so a caller can enforce a budget mid-stream.
+    ``feed`` every upstream body chunk; send what it returns in its place (the same
+    bytes, in whole events). ``usage`` is set once the upstream's usage chunk has
+    passed; ``completion_tokens_seen`` grows with every content delta (counted with
+    ``counter``, or one per delta without one) so a caller can enforce a budget
+    mid-stream.
     """
 
     __slots__ = (
-        "_client_wants_usage",
         "_counter",
         "_cut",
         "_splitter",
@@ -147,8 +119,7 @@ class StreamMeter:
         "usage",
     )
 
-    def __init__(self, client_wants_usage: bool, counter: TokenCounter | None = None) -> None:
-        self._client_wants_usage = client_wants_usage
+    def __init__(self, counter: TokenCounter | None = None) -> None:
         self._counter = counter
         self._splitter = SseSplitter()
         self._cut = False
@@ -176,7 +147,7 @@ class StreamMeter:
         return b"".join(kept)
 
     def _keep(self, event: bytes) -> bool:
-        """Record what ``event`` tells; say whether the client gets it."""
+        """Record what ``event`` tells (every event is kept)."""
         data = event_data(event)
         if data is None:
             return True
@@ -198,8 +169,7 @@ class StreamMeter:
                 counter = self._counter
                 self.completion_tokens_seen += 1 if counter is None else counter.count(text)
             return True
-        usage_only = choices == [] and isinstance(raw_usage, dict)
-        return self._client_wants_usage or not usage_only
+        return True
 
     def cut(
         self, message: str, code: str = "budget_exceeded", *, type_: str = "rate_limit_error"

@@ -242,7 +242,7 @@ class Processor:
         self, spec: EndpointSpec, model: Model, request: ParsedRequest, changed: bool
     ) -> bytes | None:
         """The new body to send upstream, or ``None``: the client's bytes go as they are."""
-        body = request.body
+        body: Mapping[str, Any] = request.body
         if request.model != model.name:
             body = {**body, "model": model.name}  # aliases reach the server as its own name
             changed = True
@@ -251,8 +251,8 @@ class Processor:
             body = {**body, "max_tokens": model.max_tokens}
             changed = True
         if request.stream:
-            forced, _ = prepare_stream_request(body)  # usage is read from the stream by Envoy
-            if forced != body:
+            forced = prepare_stream_request(body)  # usage is read from the stream by Envoy
+            if forced is not body:
                 body, changed = forced, True
         # Serialised either way: a body nested past what the serialiser writes is a 400 even
         # when it would go upstream unchanged (model servers parse it too).

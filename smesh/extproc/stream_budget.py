@@ -39,7 +39,7 @@ class StreamBudget:
         self._budgets = budgets
         self._limits = limits
         self._prompt_tokens = prompt_tokens
-        self._meter = StreamMeter(client_wants_usage=True, counter=counter)
+        self._meter = StreamMeter(counter)
         self.reservation = reservation
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes:

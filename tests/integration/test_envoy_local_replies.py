@@ -133,9 +133,7 @@ class Gateway:
     ) -> httpx.Response:
         wanted = {MODEL_HEADER: model} if model else {}
         wanted.update(headers or {})
-        sent = {
-            (SET_PREFIX + k if k.startswith("x-smesh-") else k): v for k, v in wanted.items()
-        }
+        sent = {(SET_PREFIX + k if k.startswith("x-smesh-") else k): v for k, v in wanted.items()}
         return httpx.post(
             f"http://127.0.0.1:{self.port}/v1/chat/completions",
             json=chat(model or "", content),
