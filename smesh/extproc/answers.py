@@ -44,6 +44,34 @@ DONE_EVENT = b"data: [DONE]\n\n"
 _DONE = b"[DONE]"
 # Fields a synthetic last chunk copies from the stream's chunks.
 _CHUNK_IDENTITY = ("id", "object", "created", "model")
+# The text fields of a chat delta a person reads (besides tool and function arguments).
+_DELTA_TEXTS = ("content", "reasoning_content", "refusal")
+
+
+def _place(choice: dict[str, Any], name: str, text: str) -> None:
+    """Append ``text`` where a scanner named ``name`` reads from, in ``choice``."""
+    if name == "text":
+        holder: dict[str, Any] = choice
+        field = "text"
+    else:
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            delta = choice["delta"] = {}
+        if name in _DELTA_TEXTS:
+            holder, field = delta, name
+        elif name == "function_call":
+            call = delta.get("function_call")
+            if not isinstance(call, dict):
+                call = delta["function_call"] = {}
+            holder, field = call, "arguments"
+        else:  # tool<k>
+            holder = {}
+            tool = {"index": int(name.removeprefix("tool")), "function": holder}
+            calls = delta.get("tool_calls")
+            delta["tool_calls"] = [*(calls if isinstance(calls, list) else []), tool]
+            field = "arguments"
+    current = holder.get(field)
+    holder[field] = (current if isinstance(current, str) else "") + text
 
 
 def _error_object(code: str, message: str) -> dict[str, Any]:
@@ -149,7 +177,12 @@ class AnswerRewriter:
         if data is None:
             return event  # comments, keep-alives
         if data == _DONE:
-            return self._flush_all() + event
+            # The answer ends here: whatever an upstream sends after [DONE] is dropped.
+            rest = self._flush_all()
+            if self._closed:
+                return rest  # the flush withheld the answer (its error event ends it)
+            self._closed = True
+            return rest + event
         chunk = orjson.loads(data)
         if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list):
             return event
@@ -166,18 +199,31 @@ class AnswerRewriter:
         finishing = choice.get("finish_reason") is not None
         delta = choice.get("delta")
         if isinstance(delta, dict):
-            self._rewrite_field(delta, "content", index, "content", finishing)
+            for field in _DELTA_TEXTS:  # content, reasoning, a refusal: all read by people
+                self._rewrite_field(delta, field, index, field)
+            call = delta.get("function_call")
+            if isinstance(call, dict):
+                self._rewrite_field(call, "arguments", index, "function_call")
             calls = delta.get("tool_calls")
             if isinstance(calls, list):
-                for position, call in enumerate(calls):
-                    function = call.get("function") if isinstance(call, dict) else None
+                for position, tool in enumerate(calls):
+                    function = tool.get("function") if isinstance(tool, dict) else None
                     if isinstance(function, dict):
-                        key = call.get("index", position)
-                        self._rewrite_field(function, "arguments", index, f"tool{key}", finishing)
-            elif finishing:
-                self._release_into(delta, "content", index, "content")
+                        key = tool.get("index", position)
+                        self._rewrite_field(function, "arguments", index, f"tool{key}")
+            if finishing:
+                self._release_choice(index, choice)
         elif "text" in choice or finishing:
-            self._rewrite_field(choice, "text", index, "text", finishing)
+            self._rewrite_field(choice, "text", index, "text")
+            if finishing:
+                self._release_choice(index, choice)
+
+    def _release_choice(self, index: int, choice: dict[str, Any]) -> None:
+        """Every text this choice still holds, into the chunk that finishes it."""
+        for key in sorted(k for k in self._scanners if k[0] == index):
+            rest = self._scanners.pop(key).flush()
+            if rest:
+                _place(choice, key[1], rest)
 
     def _scanner(self, index: int, name: str) -> StreamScanner:
         key = (index, name)
@@ -187,26 +233,13 @@ class AnswerRewriter:
             self._scanners[key] = scanner
         return scanner
 
-    def _rewrite_field(
-        self, holder: dict[str, Any], field: str, index: int, name: str, finishing: bool
-    ) -> None:
+    def _rewrite_field(self, holder: dict[str, Any], field: str, index: int, name: str) -> None:
         text = holder.get(field)
         if isinstance(text, str) and text:
             holder[field] = self._scanner(index, name).feed(text)
-        if finishing:
-            self._release_into(holder, field, index, name)
-
-    def _release_into(self, holder: dict[str, Any], field: str, index: int, name: str) -> None:
-        scanner = self._scanners.pop((index, name), None)
-        if scanner is None:
-            return
-        rest = scanner.flush()
-        if rest:
-            current = holder.get(field)
-            holder[field] = (current if isinstance(current, str) else "") + rest
 
     def _flush_all(self) -> bytes:
-        """Everything still held, as one last chunk per choice (before [DONE])."""
+        """Everything still held, as one last chunk per choice and field (before [DONE])."""
         out = []
         for (index, name), scanner in sorted(self._scanners.items()):
             rest = scanner.flush()
@@ -216,13 +249,7 @@ class AnswerRewriter:
                 k: v for k, v in self._last_chunk.items() if k in _CHUNK_IDENTITY
             }
             choice: dict[str, Any] = {"index": index, "finish_reason": None}
-            if name == "text":
-                choice["text"] = rest
-            elif name == "content":
-                choice["delta"] = {"content": rest}
-            else:
-                call = {"index": int(name.removeprefix("tool")), "function": {"arguments": rest}}
-                choice["delta"] = {"tool_calls": [call]}
+            _place(choice, name, rest)
             chunk["choices"] = [choice]
             out.append(format_event(orjson.dumps(chunk)))
         self._scanners.clear()

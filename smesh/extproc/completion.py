@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -95,7 +96,14 @@ def _number(fields: Any, key: str) -> float | None:
     value = fields.get(key)
     if value is None or value.WhichOneof("kind") != "number_value":
         return None
-    return float(value.number_value)
+    number = float(value.number_value)
+    return number if math.isfinite(number) else None
+
+
+def _whole(value: struct_pb2.Value) -> int:
+    """A count from a metadata number; 0 for anything that is not a finite number."""
+    number = value.number_value if value.WhichOneof("kind") == "number_value" else 0.0
+    return int(number) if math.isfinite(number) else 0
 
 
 def _string(fields: Any, key: str) -> str:
@@ -124,7 +132,7 @@ def _reservation(tenant: str, value: struct_pb2.Value | None) -> Reservation | N
     items = value.list_value.values
     if len(items) != 4:
         return None
-    tokens, minute, day = (int(items[i].number_value) for i in range(3))
+    tokens, minute, day = (_whole(items[i]) for i in range(3))
     return Reservation(tenant, tokens, minute, day, items[3].string_value)
 
 
@@ -164,9 +172,7 @@ def completion_of(entry: accesslog_pb2.HTTPAccessLogEntry) -> Completion | None:
         traceparent=_string(fields, "traceparent"),
         guards=tuple(v.string_value for v in guards.list_value.values) if guards else (),
         entities=(
-            {k: int(v.number_value) for k, v in entities.struct_value.fields.items()}
-            if entities
-            else {}
+            {k: _whole(v) for k, v in entities.struct_value.fields.items()} if entities else {}
         ),
     )
 
@@ -276,7 +282,7 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[m
             for message in request_iterator:
                 entries = message.http_logs.log_entry
                 try:
-                    self._sink.handle(c for entry in entries if (c := completion_of(entry)))
+                    self._sink.handle([c for entry in entries if (c := completion_of(entry))])
                 except Exception:
                     # One bad batch must not end the stream (Envoy would drop what follows).
                     log.exception("an access-log batch of %d entries failed", len(entries))
@@ -301,11 +307,11 @@ class AsyncAccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ign
     ) -> als_pb2.StreamAccessLogsResponse:
         async for message in request_iterator:
             entries = message.http_logs.log_entry
-            completions = [c for entry in entries if (c := completion_of(entry))]
-            if not completions:
-                continue
             try:
-                await asyncio.to_thread(self._sink.handle, completions)
+                completions = [c for entry in entries if (c := completion_of(entry))]
+                if completions:
+                    await asyncio.to_thread(self._sink.handle, completions)
             except Exception:
+                # One bad batch must not end the stream (Envoy would drop what follows).
                 log.exception("an access-log batch of %d entries failed", len(entries))
         return als_pb2.StreamAccessLogsResponse()

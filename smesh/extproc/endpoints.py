@@ -126,10 +126,17 @@ def parse_request(spec: EndpointSpec, raw: bytes) -> ParsedRequest:
     if stream and not spec.streams:
         raise _bad(f"{spec.path} does not stream", "invalid_stream")
     _check_stream_options(body, stream)
-    cap = body.get("max_completion_tokens", body.get("max_tokens"))
-    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-        raise _bad("'max_tokens' must be a positive integer", "invalid_max_tokens")
-    return ParsedRequest(body=body, model=model, stream=stream, max_tokens=cap)
+    caps = []
+    for name in ("max_tokens", "max_completion_tokens"):
+        cap = body.get(name)
+        if cap is None:
+            continue
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise _bad(f"'{name}' must be a positive integer", "invalid_max_tokens")
+        caps.append(cap)
+    # Both may be sent, and a server may read either: the larger one is what is checked
+    # against the model's limit and reserved.
+    return ParsedRequest(body=body, model=model, stream=stream, max_tokens=max(caps, default=None))
 
 
 class _DuplicateKey(Exception):

@@ -134,20 +134,24 @@ class StreamMeter:
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes:
         """The bytes to send the client instead of ``chunk`` (whole events only)."""
+        events = self.events(chunk, end_of_stream)
+        for event in events:
+            self.observe(event)
+        return events[0] if len(events) == 1 else b"".join(events)
+
+    def events(self, chunk: bytes, end_of_stream: bool) -> list[bytes]:
+        """The whole events ``chunk`` completes (none once cut); :meth:`observe` each."""
         if self._cut:
-            return b""
+            return []
         events = self._splitter.feed(chunk)
         if end_of_stream:
             rest = self._splitter.flush()
             if rest:
                 events.append(rest)
-        kept = [event for event in events if self._keep(event)]
-        if len(kept) == 1:
-            return kept[0]
-        return b"".join(kept)
+        return events
 
-    def _keep(self, event: bytes) -> bool:
-        """Record what ``event`` tells (every event is kept)."""
+    def observe(self, event: bytes) -> bool:
+        """Record what ``event`` tells (usage, tokens, the end); always True (kept)."""
         data = event_data(event)
         if data is None:
             return True

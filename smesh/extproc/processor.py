@@ -339,7 +339,7 @@ class Processor:
     def response_headers(self, headers: Mapping[str, str]) -> Decision:
         state = self.state
         status = headers.get(":status", "0")
-        code = int(status) if status.isdigit() else 0
+        code = int(status) if status.isascii() and status.isdigit() else 0
         if not 200 <= code < 300 or "text/event-stream" not in headers.get("content-type", ""):
             state.stream_budget = None  # only a stream can outrun its reservation
         if state.answer is not None and not state.answer.begin(code, headers):
@@ -354,10 +354,12 @@ class Processor:
         if state.answer is None and state.stream_budget is None:
             return Continue()
         out = chunk
-        if state.stream_budget is not None:
-            out = state.stream_budget.feed(out, end_of_stream)
+        # The guard first, then the budget: once a stream is cut, text the guard still
+        # held back is never released after the closing events.
         if state.answer is not None:
             out = state.answer.feed(out, end_of_stream)
+        if state.stream_budget is not None:
+            out = state.stream_budget.feed(out, end_of_stream)
         return Continue(body=out)
 
     # -- end -------------------------------------------------------------------------------

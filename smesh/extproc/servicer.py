@@ -208,8 +208,12 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):  # type: igno
                 return None
         except GatewayError as err:
             decision = Reply.error(err)
-        except Exception:
-            # Fail closed with a clean 500 rather than Envoy's opaque ext_proc error.
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException:
+            # Fail closed with a clean 500 rather than Envoy's opaque ext_proc error. A
+            # BaseException too: a panic in a Rust extension (tokenizers, tiktoken) is
+            # one, and escaping here would leave the stream unanswered until a timeout.
             log.exception("extproc failed in %s", phase)
             decision = Reply.error(GatewayError(500, "internal_error", "the gateway failed"))
         return _respond(phase, decision)

@@ -43,23 +43,35 @@ class StreamBudget:
         self.reservation = reservation
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes:
-        """The bytes to send instead of ``chunk`` (whole events; cut when over budget)."""
-        out = self._meter.feed(chunk, end_of_stream)
-        if self._meter.is_cut:
-            return b""
+        """The bytes to send instead of ``chunk`` (whole events; cut when over budget).
+
+        Checked event by event: the event that would pass the budget is replaced by the
+        closing events, and nothing is checked after the upstream's own ``[DONE]`` (a
+        stream that ended whole is settled, not cut after the fact).
+        """
+        out: list[bytes] = []
+        for event in self._meter.events(chunk, end_of_stream):
+            self._meter.observe(event)
+            if not self._meter.done and (cut := self._over_budget()) is not None:
+                out.append(cut)
+                break
+            out.append(event)
+        return b"".join(out)
+
+    def _over_budget(self) -> bytes | None:
         used = self._prompt_tokens + self._meter.completion_tokens_seen
         if used <= self.reservation.tokens:
-            return out
+            return None
         extra = max(used - self.reservation.tokens, EXTEND_STEP)
         try:
             extended = self._budgets.extend(self.reservation, self._limits, extra)
         except BudgetUnavailable:
-            return out + self._meter.cut(
+            return self._meter.cut(
                 "the budget store is unreachable; the answer was cut",
                 "budget_store_unavailable",
                 type_="service_unavailable",
             )
         if extended is None:
-            return out + self._meter.cut("the tenant's token budget is exhausted")
+            return self._meter.cut("the tenant's token budget is exhausted")
         self.reservation = extended
-        return out
+        return None

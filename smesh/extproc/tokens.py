@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +48,8 @@ CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 
+log = logging.getLogger(__name__)
+
 # The pre-tokenisation regex of OpenAI's cl100k_base (tiktoken_ext.openai_public).
 CL100K_PAT_STR = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
@@ -62,6 +65,15 @@ class TokenCounter(Protocol):
         ...
 
 
+def _tokenizer_failed(text: str, exc: BaseException) -> int:
+    """A tokenizer that fails (its Rust core panics — tiktoken's regex overflows its stack
+    on ~1 MB of whitespace, measured — or raises) counts the text's bytes instead: a
+    byte-level BPE never makes more tokens than bytes, so the estimate stays an upper
+    bound and the request goes on; the settle charges the real usage."""
+    log.warning("tokenizer failed on a %d-character text (%s); counting bytes", len(text), exc)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 class _HfCounter:
     """A Hugging Face ``tokenizers`` tokenizer (``tokenizer.json``)."""
 
@@ -73,8 +85,13 @@ class _HfCounter:
     def count(self, text: str) -> int:
         if not text:
             return 0
-        # The "fast" batch path skips offsets: same ids, ~30 % less time (measured, 1 KB).
-        [encoding] = self._tokenizer.encode_batch_fast([text], add_special_tokens=False)
+        try:
+            # The "fast" batch path skips offsets: same ids, ~30 % less time (measured, 1 KB).
+            [encoding] = self._tokenizer.encode_batch_fast([text], add_special_tokens=False)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a Rust panic is a BaseException
+            return _tokenizer_failed(text, exc)
         return len(encoding.ids)
 
 
@@ -89,7 +106,12 @@ class _TiktokenCounter:
     def count(self, text: str) -> int:
         if not text:
             return 0
-        return len(self._encoding.encode_ordinary(text))
+        try:
+            return len(self._encoding.encode_ordinary(text))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a Rust panic is a BaseException
+            return _tokenizer_failed(text, exc)
 
 
 def _read(path: str, kind: str) -> bytes:
