@@ -241,8 +241,13 @@ def serve(port: int, stats_port: int, model: str, threads: int, ready: Callable[
     server.stop(grace=1).wait()
 
 
-def _worker(port: int, stats_port: int, model: str, threads: int, ready: Any) -> None:
-    serve(port, stats_port, model, threads, ready.set)
+def _worker(
+    port: int, stats_port: int, model: str, threads: int, ready: Any, aio: bool = False
+) -> None:
+    if aio:
+        serve_aio(port, stats_port, model, ready.set)
+    else:
+        serve(port, stats_port, model, threads, ready.set)
 
 
 def main() -> int:
@@ -252,13 +257,13 @@ def main() -> int:
     parser.add_argument("--model", default="bench", help="the model header the body phase sets")
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
-    parser.add_argument("--aio", action="store_true", help="a grpc.aio server (one worker)")
+    parser.add_argument("--aio", action="store_true", help="grpc.aio servers, not thread pools")
     args = parser.parse_args()
 
     def announce() -> None:
         print(f"floor listening on {args.port}", flush=True)
 
-    if args.aio:
+    if args.aio and args.workers == 1:
         serve_aio(args.port, args.stats_port, args.model, announce)
         return 0
     if args.workers == 1:
@@ -270,7 +275,7 @@ def main() -> int:
     workers = [
         context.Process(
             target=_worker,
-            args=(args.port, args.stats_port + i, args.model, args.threads, readies[i]),
+            args=(args.port, args.stats_port + i, args.model, args.threads, readies[i], args.aio),
             daemon=True,
         )
         for i in range(args.workers)

@@ -213,7 +213,9 @@ def start_floor(
     headers = {"authorization": f"Bearer sk-{secrets.token_urlsafe(32)}"}
     completions = floor_completions([f"http://127.0.0.1:{p}/" for p in stats_ports])
     return Target(
-        ("floor_aio" if aio else "floor") if workers == 1 else f"floor_workers{workers}",
+        ("floor_aio" if aio else "floor")
+        if workers == 1
+        else f"floor_workers{workers}" + ("_aio" if aio else ""),
         port,
         headers,
         envoy,
@@ -248,6 +250,7 @@ def start_extproc_gateway(
     workers: int,
     tenants: list[str],
     sim: int | None = None,
+    extproc_args: tuple[str, ...] = (),
 ) -> Gateway:
     """Envoy + xds + ``smesh extproc --workers N`` with ``tenants`` (from TENANTS)."""
     tmp.mkdir()
@@ -263,7 +266,9 @@ def start_extproc_gateway(
             mesh += TENANTS[tenant]
         return mesh + models_yaml(upstream, sim)
 
-    gateway = start_gateway(tmp, render, tenants, extproc_workers=[workers])
+    gateway = start_gateway(
+        tmp, render, tenants, extproc_workers=[workers], extproc_args=extproc_args
+    )
     stack.callback(gateway.stop)
     return gateway
 

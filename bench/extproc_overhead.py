@@ -1,224 +1,117 @@
-"""ext_proc overhead: the same load through Envoy without and with ``smesh extproc``.
+"""ext_proc overhead: Envoy alone, Envoy + a do-nothing servicer (the floor), the gateway.
 
-Run: ``.venv/bin/python -m bench.extproc_overhead [--duration 8] [--quick]``.
+Run: ``.venv/bin/python -m bench.extproc_overhead [--duration 8] [--quick]``. The default is
+the full run (8 s timed runs after 2 s of warm-up, 2 repetitions, 4 KB and 1 KB prompts, 32
+answers per streamed case: about 11 minutes); ``--quick`` is 3 s runs, 1 s warm-up, one
+repetition, 4 KB only, 16 answers per case (about 2 minutes).
 
 One run starts, side by side on this machine (loopback only, temp dir, every child
 stopped in ``finally``):
 
 - an upstream that answers every POST with a fixed OpenAI chat completion (with
   ``usage``): nginx, one worker process, from a config written here; when nginx is not
-  installed, the model simulator (``smesh.sim --ttft 0 --itl 0 --workers 1``) instead,
-  and every JSON line says ``"upstream": "smesh.sim"``;
-- gateway ``without_extproc``: ``smesh xds`` + Envoy, routing by ``x-smesh-model``;
-- gateway ``with_extproc``: ``smesh xds`` + Envoy + ``smesh extproc --workers 1`` (ext_proc
-  filter on the listener; model from the JSON body, API key in ``Authorization``). Its
-  config has two tenants: ``bench`` without budgets (case ``with_extproc``) and
-  ``bench-budget`` with budgets far above the load (case ``with_extproc_budget``: every
-  request reserves and settles in the memory budget store);
-- gateway ``with_extproc_workers2``: the same with ``--workers 2`` and no budgets (extproc
-  refuses budgets in a per-process memory store with several workers); concurrency > 1 only.
+  installed, the model simulator (``smesh.sim --ttft 0 --itl 0``) instead, and every JSON
+  line says ``"upstream": "smesh.sim"``;
+- ``envoy_alone``: ``smesh xds`` + Envoy, routing on the client's ``x-smesh-model``;
+- ``floor``: ``smesh xds`` + Envoy with the gateway's own translation (an ``extproc:``
+  section: ext_proc filter in the gateway's mode — request headers SEND, body BUFFERED,
+  no response phases — usage filters, gRPC access log) pointed at
+  :mod:`bench._floor_servicer`, a grpcio sync servicer that answers every message
+  unchanged except for routing (model header + ``clear_route_cache``, the ``smesh.request``
+  metadata the access log filters on). The only difference from the gateway is the Python
+  behind the port;
+- the gateway, ``smesh xds`` + Envoy + ``smesh extproc --workers 1``, with tenants ``bench``
+  (key auth only: case ``gateway``), ``bench-budget`` (a token budget far above the load:
+  ``gateway_budget``, every request tokenized, reserved and settled), ``bench-guard`` (a
+  guard policy ``pii: {prompts: redact}``, ``injection: {action: block}`` on a prompt
+  without PII: ``gateway_guard``), and ``bench-answers`` (answers scanned, for the streamed
+  answers below);
+- ``floor_workers2`` and ``gateway_workers2``: the floor in two processes sharing the port,
+  and ``smesh extproc --workers 2`` with key auth only (memory budgets are refused with
+  several workers), each behind its own Envoy; concurrency > 1 only, compared with each
+  other;
+- a LiteLLM proxy on the same upstream, only where ``litellm`` is installed (never
+  installed by this bench); otherwise one JSON line says it was skipped.
 
 All Envoys are the same binary with the same ``--concurrency`` (``SMESH_ENVOY_CONCURRENCY``,
-default 2). A validation pass first checks every gateway answers 200 with ``usage`` and,
-through extproc, the ``x-smesh-overhead-ms`` header, so no error response is ever timed.
-Load is ``wrk --latency`` with a Lua script POSTing a chat body with a 1 KB or 4 KB prompt
-at concurrency 1 and 32: a warm-up run, then the timed run. Cases are interleaved, and the
-order is reversed on every other repetition; figures are medians over repetitions.
-extproc CPU-µs per request is psutil user+system time of the extproc process and its
-children over the timed run divided by the requests wrk completed (Envoy's likewise);
-``extproc_streams_per_req`` is Envoy's ``cluster.smesh_extproc.upstream_rq_total`` delta
-over the same requests (1.0 means every request went through extproc).
+default 2). A validation pass first checks that every target answers 200 with ``usage``,
+that through ext_proc (floor and gateway) the ``x-smesh-overhead-ms`` header is present,
+and reports (``"check": "access_log"``) whether Envoy's access log delivered one entry
+with usage per request. Load is ``wrk --latency`` POSTing a chat body with a 4 KB (and 1
+KB) prompt at concurrency 1 and 32: a warm-up run, then the timed run. Cases are
+interleaved, the order reversed on every other repetition; figures are medians over
+repetitions. CPU-µs per request is psutil user+system of the ext_proc process tree (and of
+Envoy) over the timed run and the access log's flush after it, divided by the requests wrk
+completed; ``extproc_msgs_per_req`` is Envoy's ``ext_proc.stream_msgs_sent`` per request
+(2.0 in the gateway's mode); ``als_entries_per_req`` / ``als_usage_per_req`` are access-log
+entries (and those with usage) the servicer counted per request.
 
-Prints one JSON line per figure, then ``throughput_ratio`` (with / without),
-``added_p50_ms`` and ``added_p99_ms`` per extproc case, prompt size and concurrency. On a
-small, shared machine wrk, Envoy, nginx and extproc compete for the same cores: compare
-figures from one run, not across machines.
+Streamed answers (:mod:`bench._answer_cpu`): extproc CPU per answer of 50 / 200 / 1,000
+tokens, SSE against JSON, for a tenant without and with an answer guard, from the model
+simulator pacing one token per ``--itl-ms``.
+
+Prints one JSON line per figure: each case and load point; ``throughput_ratio`` and
+``added_p50_ms`` / ``added_p99_ms`` of each ext_proc case against ``envoy_alone`` and of each
+gateway case against its floor (``gateway_workers2`` against ``floor_workers2``); the
+guard's added latency (``gateway_guard`` against ``gateway``); per-answer figures with
+``stream_vs_json_cpu_ratio`` and ``us_per_sse_event``; last, one ``"figure": "goal"`` line
+per target with ``met``. On a small shared machine wrk,
+Envoy, nginx and the Python processes compete for the same cores: compare figures from one
+run, not across machines.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
+import importlib.util
 import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import psutil
 
-from bench.sim_throughput import start_sim
-from smesh.children import stop_process
-from smesh.envoy_process import EnvoyProcess
-from smesh.ports import free_port, wait_http
+from bench._answer_cpu import Answers, AnswerTenant, answer_figures, run_answer_cases
+from bench._meters import cpu_delta, cpu_seconds, envoy_stats
+from bench._targets import (
+    MODEL,
+    SIM_MODEL,
+    TENANTS,
+    Target,
+    check_access_log,
+    extproc_target,
+    start_extproc_gateway,
+    start_floor,
+    start_litellm,
+    start_plain,
+    start_upstream,
+    validate,
+)
+from bench._wrk import lua_script, parse_wrk, run_wrk
 from smesh.xds.resources import EXTPROC_CLUSTER
-from tests.integration.gateway import Gateway, start_gateway
-from tests.integration.harness import Xds, start_envoy
+from tests.integration.gateway import Gateway
+from tests.integration.harness import start_simulator
 
 BENCH = "extproc_overhead"
-CHAT = "/v1/chat/completions"
-MODEL = "bench"
-OVERHEAD_HEADER = "x-smesh-overhead-ms"
-UPSTREAM_REPLY = {
-    "id": "chatcmpl-bench",
-    "object": "chat.completion",
-    "created": 1700000000,
-    "model": MODEL,
-    "choices": [
-        {
-            "index": 0,
-            "message": {"role": "assistant", "content": "ok"},
-            "finish_reason": "stop",
-        }
-    ],
-    "usage": {"prompt_tokens": 256, "completion_tokens": 1, "total_tokens": 257},
-}
-NGINX_CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    client_body_buffer_size 64k;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            default_type application/json;
-            return 200 '{reply}';
-        }}
-    }}
-}}
-"""
-BUDGETS = "{requests_per_minute: 1000000000, tokens_per_minute: 1000000000000}"
 ENVOY_STATS = (
     f"^cluster\\.{EXTPROC_CLUSTER}\\.upstream_rq_total$|ext_proc|"
     "^http\\.gateway\\.downstream_rq_5xx$"
 )
-
-
-# -- processes ---------------------------------------------------------------------------------
-
-
-def start_nginx(stack: ExitStack, tmp: Path) -> int:
-    prefix = tmp / "nginx"
-    prefix.mkdir()
-    port = free_port()
-    reply = json.dumps(UPSTREAM_REPLY, separators=(",", ":"))
-    conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, reply=reply))
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    with (prefix / "stdout.log").open("ab") as log:
-        process = subprocess.Popen(
-            [nginx, "-p", str(prefix), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
-        )
-    stack.callback(stop_process, process)
-    wait_http(f"http://127.0.0.1:{port}/", timeout=10)
-    return port
-
-
-def start_upstream(stack: ExitStack, tmp: Path, force_sim: bool) -> tuple[str, int]:
-    """(upstream name, port): nginx when installed, else the model simulator."""
-    if not force_sim and (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
-        return "nginx", start_nginx(stack, tmp)
-    process, url = start_sim(1)
-    stack.callback(stop_process, process)
-    return "smesh.sim", int(url.rsplit(":", 1)[1].rstrip("/"))
-
-
-@dataclass
-class Target:
-    """One case: a gateway port, the headers a client sends there, processes to meter."""
-
-    case: str
-    port: int
-    headers: dict[str, str]
-    envoy: EnvoyProcess | None = None
-    extproc: psutil.Process | None = None
-    extproc_workers: int = 0
-    budget: bool = False
-    min_concurrency: int = 1
-    results: dict[tuple[int, int], list[dict[str, Any]]] = field(default_factory=dict)
-
-
-def models_yaml(upstream: int) -> str:
-    return (
-        f"models:\n  - name: {MODEL}\n    backends:\n      - cluster: up\n"
-        f"clusters:\n  - name: up\n    endpoints: ['127.0.0.1:{upstream}']\n"
-        "    outlier_detection: null\n"
-    )
-
-
-def start_plain(stack: ExitStack, tmp: Path, upstream: int) -> Target:
-    tmp.mkdir()
-    port = free_port()
-    config = tmp / "mesh.yaml"
-    config.write_text(f"listeners:\n  - name: gateway\n    port: {port}\n" + models_yaml(upstream))
-    xds = Xds(config, tmp / "xds.log")
-    stack.callback(xds.stop)
-    xds.start()
-    envoy = start_envoy(tmp, xds, node_id="bench-plain")
-    stack.callback(envoy.stop)
-    return Target("without_extproc", port, {"x-smesh-model": MODEL}, envoy=envoy)
-
-
-def start_extproc_gateway(
-    stack: ExitStack, tmp: Path, upstream: int, workers: int, budget_tenant: bool
-) -> Gateway:
-    """Envoy + xds + extproc (``--workers``); tenant ``bench``, and ``bench-budget``."""
-    tmp.mkdir()
-    tenants = ["bench", "bench-budget"] if budget_tenant else ["bench"]
-
-    def render(port: int, extproc_port: int, key_hashes: dict[str, str]) -> str:
-        mesh = f"listeners:\n  - name: gateway\n    port: {port}\n"
-        mesh += f"extproc:\n  port: {extproc_port}\ntenants:\n"
-        mesh += f"  - name: bench\n    api_keys: ['{key_hashes['bench']}']\n"
-        if budget_tenant:
-            mesh += f"  - name: bench-budget\n    api_keys: ['{key_hashes['bench-budget']}']\n"
-            mesh += f"    budgets: {BUDGETS}\n"
-        return mesh + models_yaml(upstream)
-
-    gateway = start_gateway(tmp, render, tenants, extproc_workers=[workers])
-    stack.callback(gateway.stop)
-    return gateway
-
-
-def extproc_targets(gateway: Gateway, workers: int, budget_tenant: bool) -> list[Target]:
-    extproc = gateway.extprocs[0].process
-    assert extproc is not None
-    proc = psutil.Process(extproc.pid)
-    suffix = "" if workers == 1 else f"_workers{workers}"
-    min_concurrency = 1 if workers == 1 else 2
-
-    def target(case: str, tenant: str, budget: bool) -> Target:
-        headers = {"authorization": f"Bearer {gateway.keys[tenant]}"}
-        return Target(
-            case, gateway.port, headers, gateway.envoy, proc, workers, budget, min_concurrency
-        )
-
-    targets = [target(f"with_extproc{suffix}", "bench", False)]
-    if budget_tenant:
-        targets.append(target(f"with_extproc_budget{suffix}", "bench-budget", True))
-    return targets
+# Envoy's access log flushes every 50 ms: this long after a run, every entry has arrived.
+SETTLE_S = 0.3
+GOALS = {  # figure → (comparison, bound), DESIGN "Performance"
+    "gateway_req_per_s_over_floor_c32": (">=", 0.85),
+    "gateway_added_p50_ms_over_floor_c1": ("<=", 0.3),
+    "stream_vs_json_cpu_ratio_200_tokens_no_answer_guard": ("<=", 1.5),
+    "us_per_sse_event_200_tokens_answer_guard": ("<=", 250.0),
+}
 
 
 # -- load --------------------------------------------------------------------------------------
@@ -231,198 +124,49 @@ def chat_body(prompt_kb: int) -> bytes:
     return json.dumps(body).encode()
 
 
-def lua_script(path: Path, body: bytes, headers: dict[str, str]) -> Path:
-    lines = ['wrk.method = "POST"', f"wrk.body = [==[{body.decode()}]==]"]
-    lines.append('wrk.headers["Content-Type"] = "application/json"')
-    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
-
-
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    if match is None:
-        raise ValueError(f"not a wrk duration: {text!r}")
-    return float(match[1]) * _UNITS[match[2]]
-
-
-def parse_wrk(out: str) -> dict[str, Any]:
-    percentiles = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M))
-    requests = re.search(r"^\s*(\d+) requests in ([\d.]+)(\w+)", out, re.M)
-    rate = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
-    if requests is None or rate is None or "50" not in percentiles or "99" not in percentiles:
-        raise RuntimeError(f"unexpected wrk output:\n{out}")
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {
-        "requests": int(requests[1]),
-        "req_per_s": float(rate[1]),
-        "p50_ms": _ms(percentiles["50"]),
-        "p99_ms": _ms(percentiles["99"]),
-        "non_2xx": int(non_2xx[1]) if non_2xx else 0,
-        "socket_errors": sum(int(n) for n in errors.groups()) if errors else 0,
-    }
-
-
-def wrk(url: str, script: Path, concurrency: int, threads: int, seconds: float) -> str:
-    threads = max(1, min(threads, concurrency))
-    argv = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s"]
-    argv += ["--latency", "--timeout", "10s", "-s", str(script), url]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    return done.stdout
-
-
-def cpu_seconds(process: psutil.Process | None) -> dict[int, float]:
-    """user+system seconds of ``process`` and its living descendants, by pid."""
-    if process is None:
-        return {}
-    seen: dict[int, float] = {}
-    for proc in [process, *process.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        seen[proc.pid] = times.user + times.system
-    return seen
-
-
-def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
-    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
-
-
-def envoy_stats(envoy: EnvoyProcess | None) -> dict[str, int]:
-    if envoy is None:
-        return {}
-    raw = envoy.admin(f"/stats?usedonly&filter={quote(ENVOY_STATS, safe='')}").decode()
-    stats: dict[str, int] = {}
-    for line in raw.splitlines():
-        name, _, value = line.partition(": ")
-        if value.strip().isdigit():
-            stats[name] = int(value)
-    return stats
+def _stat(stats: dict[str, int], suffix: str) -> int:
+    return sum(v for k, v in stats.items() if k.endswith(suffix))
 
 
 def measure(
     target: Target, url: str, script: Path, concurrency: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     if args.warmup > 0:
-        wrk(url, script, concurrency, args.wrk_threads, args.warmup)
-        time.sleep(0.3)  # let the warm-up's last requests finish before counting
+        run_wrk(url, script, concurrency, args.wrk_threads, args.warmup)
+        time.sleep(SETTLE_S)  # the warm-up's last requests and access-log entries
     envoy_popen = target.envoy.process if target.envoy else None
     envoy_proc = psutil.Process(envoy_popen.pid) if envoy_popen else None
-    stats0 = envoy_stats(target.envoy)
+    stats0 = envoy_stats(target.envoy, ENVOY_STATS)
+    done0 = target.completions() if target.completions else {}
     ext0, env0 = cpu_seconds(target.extproc), cpu_seconds(envoy_proc)
-    result = parse_wrk(wrk(url, script, concurrency, args.wrk_threads, args.duration))
+    result = parse_wrk(run_wrk(url, script, concurrency, args.wrk_threads, args.duration))
+    time.sleep(SETTLE_S)  # the access log's last batch: settling is part of a request's cost
     ext1, env1 = cpu_seconds(target.extproc), cpu_seconds(envoy_proc)
-    stats1 = envoy_stats(target.envoy)
+    stats1 = envoy_stats(target.envoy, ENVOY_STATS)
     n = max(result["requests"], 1)
     if target.extproc is not None:
         result["extproc_cpu_us_per_req"] = cpu_delta(ext0, ext1) / n * 1e6
-        streams = stats1.get(f"cluster.{EXTPROC_CLUSTER}.upstream_rq_total", 0)
-        streams -= stats0.get(f"cluster.{EXTPROC_CLUSTER}.upstream_rq_total", 0)
-        result["extproc_streams_per_req"] = streams / n
+        sent = _stat(stats1, "ext_proc.stream_msgs_sent") - _stat(
+            stats0, "ext_proc.stream_msgs_sent"
+        )
+        result["extproc_msgs_per_req"] = sent / n
+    if target.completions is not None:
+        done1 = target.completions()
+        result["als_entries_per_req"] = (done1["entries"] - done0["entries"]) / n
+        result["als_usage_per_req"] = (done1["usage"] - done0["usage"]) / n
     if envoy_proc is not None:
         result["envoy_cpu_us_per_req"] = cpu_delta(env0, env1) / n * 1e6
     grown = {
         k.rsplit(".", 1)[-1]: v - stats0.get(k, 0)
         for k, v in stats1.items()
-        if v > stats0.get(k, 0) and re.search(r"(error|fail|timeout|5xx|spurious|allowed)", k)
+        if v > stats0.get(k, 0) and _is_error_stat(k)
     }
     result["envoy_error_stats"] = grown
     return result
 
 
-# -- validation --------------------------------------------------------------------------------
-
-
-def validate(target: Target, body: bytes, count: int) -> None:
-    """``count`` requests answer 200 with usage (and the overhead header through extproc)."""
-    connection = http.client.HTTPConnection("127.0.0.1", target.port, timeout=10)
-    headers = {"content-type": "application/json", **target.headers}
-    try:
-        for _ in range(count):
-            connection.request("POST", CHAT, body, headers)
-            response = connection.getresponse()
-            payload = response.read()
-            problem = ""
-            if response.status != 200:
-                problem = f"status {response.status}"
-            elif "usage" not in json.loads(payload):
-                problem = "no usage in the answer"
-            elif target.extproc is not None and response.getheader(OVERHEAD_HEADER) is None:
-                problem = f"no {OVERHEAD_HEADER} header: extproc is not on the path"
-            elif target.extproc is None and response.getheader(OVERHEAD_HEADER) is not None:
-                problem = f"{OVERHEAD_HEADER} header without extproc"
-            if problem:
-                raise RuntimeError(f"{target.case}: {problem}: {payload[:300]!r}")
-    finally:
-        connection.close()
-
-
-# -- report ------------------------------------------------------------------------------------
-
-
-def emit(line: dict[str, Any]) -> None:
-    print(json.dumps(line), flush=True)
-
-
-def _median(runs: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in runs if key in r]
-    return round(statistics.median(values), 3) if values else None
-
-
-def report(targets: list[Target], points: list[tuple[int, int]], common: dict[str, Any]) -> None:
-    base = targets[0]
-    for target in targets:
-        for prompt_kb, concurrency in points:
-            runs = target.results.get((prompt_kb, concurrency))
-            if not runs:
-                continue
-            line: dict[str, Any] = {
-                "bench": BENCH,
-                "case": target.case,
-                "prompt_kb": prompt_kb,
-                "concurrency": concurrency,
-                "extproc_workers": target.extproc_workers,
-                "budget": target.budget,
-            }
-            for key in ("req_per_s", "p50_ms", "p99_ms", "extproc_cpu_us_per_req"):
-                line[key] = _median(runs, key)
-            for key in ("envoy_cpu_us_per_req", "extproc_streams_per_req"):
-                line[key] = _median(runs, key)
-            line["runs_req_per_s"] = [round(r["req_per_s"], 1) for r in runs]
-            line["requests"] = sum(r["requests"] for r in runs)
-            line["non_2xx"] = sum(r["non_2xx"] for r in runs)
-            line["socket_errors"] = sum(r["socket_errors"] for r in runs)
-            errors: dict[str, int] = {}
-            for r in runs:
-                for k, v in r["envoy_error_stats"].items():
-                    errors[k] = errors.get(k, 0) + v
-            line["envoy_error_stats"] = errors
-            emit({**line, **common})
-    for target in targets[1:]:
-        for prompt_kb, concurrency in points:
-            runs = target.results.get((prompt_kb, concurrency))
-            base_runs = base.results.get((prompt_kb, concurrency))
-            if not runs or not base_runs:
-                continue
-            where = {"bench": BENCH, "case": target.case, "prompt_kb": prompt_kb}
-            where["concurrency"] = concurrency
-            with_, without = _median(runs, "req_per_s"), _median(base_runs, "req_per_s")
-            ratio = round(with_ / without, 4) if with_ and without else None
-            emit({"figure": "throughput_ratio", **where, "value": ratio, **common})
-            for q in ("p50", "p99"):
-                a, b = _median(runs, f"{q}_ms"), _median(base_runs, f"{q}_ms")
-                added = round(a - b, 3) if a is not None and b is not None else None
-                emit({"figure": f"added_{q}_ms", **where, "value": added, **common})
-
-
-# -- main --------------------------------------------------------------------------------------
+def _is_error_stat(stat: str) -> bool:
+    return any(word in stat for word in ("error", "fail", "timeout", "5xx", "spurious", "allowed"))
 
 
 def schedule(
@@ -437,50 +181,279 @@ def schedule(
                     yield target, prompt_kb, concurrency
 
 
-def main() -> int:
+# -- report ------------------------------------------------------------------------------------
+
+
+Out = Callable[[dict[str, Any]], None]
+
+
+def emit(line: dict[str, Any]) -> None:
+    print(json.dumps(line), flush=True)
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in runs if key in r]
+    return round(statistics.median(values), 3) if values else None
+
+
+PER_RUN = (
+    "req_per_s",
+    "p50_ms",
+    "p99_ms",
+    "extproc_cpu_us_per_req",
+    "envoy_cpu_us_per_req",
+    "extproc_msgs_per_req",
+    "als_entries_per_req",
+    "als_usage_per_req",
+)
+
+
+def case_lines(target: Target, points: list[tuple[int, int]]) -> Iterator[dict[str, Any]]:
+    for prompt_kb, concurrency in points:
+        runs = target.results.get((prompt_kb, concurrency))
+        if not runs:
+            continue
+        line: dict[str, Any] = {"bench": BENCH, "case": target.case, "prompt_kb": prompt_kb}
+        line |= {"concurrency": concurrency, "extproc_workers": target.extproc_workers}
+        line |= {"budget": target.budget, "guard": target.guard}
+        line |= {key: _median(runs, key) for key in PER_RUN if _median(runs, key) is not None}
+        line["runs_req_per_s"] = [round(r["req_per_s"], 1) for r in runs]
+        line["requests"] = sum(r["requests"] for r in runs)
+        line["non_2xx"] = sum(r["non_2xx"] for r in runs)
+        line["socket_errors"] = sum(r["socket_errors"] for r in runs)
+        errors: dict[str, int] = {}
+        for r in runs:
+            for k, v in r["envoy_error_stats"].items():
+                errors[k] = errors.get(k, 0) + v
+        line["envoy_error_stats"] = errors
+        yield line
+
+
+def comparisons(
+    target: Target, base: Target, points: list[tuple[int, int]]
+) -> Iterator[dict[str, Any]]:
+    """``throughput_ratio`` and added p50/p99 of ``target`` over ``base``, per load point."""
+    for prompt_kb, concurrency in points:
+        runs, base_runs = (
+            target.results.get((prompt_kb, concurrency)),
+            base.results.get((prompt_kb, concurrency)),
+        )
+        if not runs or not base_runs:
+            continue
+        where = {"bench": BENCH, "case": target.case, "vs": base.case, "prompt_kb": prompt_kb}
+        where["concurrency"] = concurrency
+        a, b = _median(runs, "req_per_s"), _median(base_runs, "req_per_s")
+        yield {"figure": "throughput_ratio", **where, "value": round(a / b, 4) if a and b else None}
+        for q in ("p50", "p99"):
+            a, b = _median(runs, f"{q}_ms"), _median(base_runs, f"{q}_ms")
+            added = round(a - b, 3) if a is not None and b is not None else None
+            yield {"figure": f"added_{q}_ms", **where, "value": added}
+
+
+def goal_lines(lines: list[dict[str, Any]], main_kb: int) -> Iterator[dict[str, Any]]:
+    """The DESIGN targets, each with its figure from this run and whether it is met."""
+
+    def find(figure: str, **where: Any) -> float | None:
+        for line in lines:
+            if line.get("figure") == figure and all(line.get(k) == v for k, v in where.items()):
+                value: float | None = line.get("value")
+                return value
+        return None
+
+    values = {
+        "gateway_req_per_s_over_floor_c32": find(
+            "throughput_ratio", case="gateway", vs="floor_aio", prompt_kb=main_kb, concurrency=32
+        ),
+        "gateway_added_p50_ms_over_floor_c1": find(
+            "added_p50_ms", case="gateway", vs="floor_aio", prompt_kb=main_kb, concurrency=1
+        ),
+        "stream_vs_json_cpu_ratio_200_tokens_no_answer_guard": find(
+            "stream_vs_json_cpu_ratio", case="answers_no_answer_guard", max_tokens=200
+        ),
+        "us_per_sse_event_200_tokens_answer_guard": find(
+            "us_per_sse_event", case="answers_answer_guard", max_tokens=200
+        ),
+    }
+    for name, value in values.items():
+        op, bound = GOALS[name]
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        line = {"bench": BENCH, "figure": "goal", "goal": name, "value": value}
+        yield line | {"target": f"{op} {bound}", "met": met}
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, help="seconds timed per run (8; quick 3)")
     parser.add_argument("--warmup", type=float, help="seconds of load before each run (2; quick 1)")
     parser.add_argument("--reps", type=int, help="repetitions, medians reported (2; quick 1)")
-    parser.add_argument("--prompt-kb", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--prompt-kb", type=int, nargs="+", help="prompt sizes (4 1; quick 4)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--no-budget", action="store_true", help="skip with_extproc_budget")
     parser.add_argument("--no-workers2", action="store_true", help="skip extproc --workers 2")
+    parser.add_argument("--no-answers", action="store_true", help="skip the streamed answers")
+    parser.add_argument("--answer-tokens", type=int, nargs="+", default=[50, 200, 1000])
+    parser.add_argument("--answers-per-case", type=int, help="answers per batch (32; quick 16)")
+    parser.add_argument("--answer-concurrency", type=int, default=4)
+    parser.add_argument("--itl-ms", type=float, default=1.0, help="simulator ms per token")
     parser.add_argument("--sim", action="store_true", help="use the simulator, not nginx")
-    parser.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up, 1 rep")
+    parser.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up, 1 rep, 4 KB")
     args = parser.parse_args()
-    for name, normal, quick in (("duration", 8.0, 3.0), ("warmup", 2.0, 1.0), ("reps", 2, 1)):
+    defaults = (
+        ("duration", 8.0, 3.0),
+        ("warmup", 2.0, 1.0),
+        ("reps", 2, 1),
+        ("prompt_kb", [4, 1], [4]),
+        ("answers_per_case", 32, 16),
+    )
+    for name, normal, quick in defaults:
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else normal)
+    return args
+
+
+def progress(text: str) -> None:
+    print(f"[{BENCH}] {text}", file=sys.stderr, flush=True)
+
+
+def start_targets(
+    stack: ExitStack, tmp: Path, args: argparse.Namespace, out: Out
+) -> tuple[str, list[Target], Gateway]:
+    """(upstream name, every target for the load runs, the gateway that also serves answers)."""
+    upstream_name, upstream = start_upstream(stack, tmp, args.sim)
+    sim = None
+    if not args.no_answers:
+        simulator = start_simulator(tmp, "--itl", str(args.itl_ms / 1000))
+        stack.callback(simulator.stop)
+        sim = simulator.port
+    targets = [
+        start_plain(stack, tmp / "plain", upstream),
+        start_floor(stack, tmp / "floor", upstream),
+        start_floor(stack, tmp / "floor_aio", upstream, aio=True),
+    ]
+    # smesh extproc serves on grpc.aio by default; the thread-pool server beside it shows
+    # the choice, each against the floor on the same kind of server.
+    gateway = start_extproc_gateway(stack, tmp / "gateway", upstream, 1, list(TENANTS), sim)
+    sync = start_extproc_gateway(
+        stack, tmp / "gateway_sync", upstream, 1, ["bench"], extproc_args=("--server", "sync")
+    )
+    targets += [
+        extproc_target(gateway, "gateway", "bench"),
+        extproc_target(sync, "gateway_sync", "bench"),
+        extproc_target(gateway, "gateway_budget", "bench-budget"),
+        extproc_target(gateway, "gateway_guard", "bench-guard"),
+    ]
+    if not args.no_workers2:
+        targets.append(start_floor(stack, tmp / "floor2", upstream, workers=2, aio=True))
+        gateway2 = start_extproc_gateway(stack, tmp / "gateway2", upstream, 2, ["bench"])
+        targets.append(extproc_target(gateway2, "gateway_workers2", "bench"))
+    if importlib.util.find_spec("litellm") is None:
+        out({"bench": BENCH, "case": "litellm_proxy", "skipped": "litellm is not installed"})
+    else:
+        try:
+            targets.append(start_litellm(stack, tmp / "litellm", upstream))
+        except (OSError, TimeoutError, RuntimeError) as exc:
+            out({"bench": BENCH, "case": "litellm_proxy", "skipped": f"did not start: {exc}"})
+    return upstream_name, targets, gateway
+
+
+def run_load(
+    targets: list[Target], tmp: Path, args: argparse.Namespace, out: Out
+) -> list[tuple[int, int]]:
+    """Validate every target, then the interleaved wrk runs; the load points run."""
+    progress("validating every target")
+    bodies = {kb: chat_body(kb) for kb in args.prompt_kb}
+    for target in targets:
+        before = target.completions() if target.completions else {}
+        for body in bodies.values():
+            validate(target, body, 20)
+        if target.completions is not None:
+            out({"bench": BENCH, **check_access_log(target, before, 20 * len(bodies))})
+    scripts = {
+        (t.case, kb): lua_script(tmp / f"{t.case}-{kb}.lua", bodies[kb], t.headers)
+        for t in targets
+        for kb in args.prompt_kb
+    }
+    points = [(kb, c) for kb in args.prompt_kb for c in args.concurrency]
+    for target, prompt_kb, concurrency in schedule(targets, points, args.reps):
+        progress(f"{target.case} {prompt_kb} KB c={concurrency}")
+        url = f"http://127.0.0.1:{target.port}{target.path}"
+        result = measure(target, url, scripts[(target.case, prompt_kb)], concurrency, args)
+        target.results.setdefault((prompt_kb, concurrency), []).append(result)
+    return points
+
+
+def report_load(
+    targets: list[Target], points: list[tuple[int, int]], common: dict[str, Any], out: Out
+) -> None:
+    for target in targets:
+        for line in case_lines(target, points):
+            out({**line, **common})
+    by_case = {t.case: t for t in targets}
+    for target in targets[1:]:
+        for line in comparisons(target, by_case["envoy_alone"], points):
+            out({**line, **common})
+        if target.case.startswith("gateway"):
+            # Each against the floor on its own kind of server (aio unless said otherwise);
+            # the aio gateway against the thread-pool floor too.
+            if target.extproc_workers == 2:
+                floors = ["floor_workers2_aio"]
+            elif target.case == "gateway_sync":
+                floors = ["floor"]
+            else:
+                floors = ["floor_aio", "floor"]
+            for name in floors:
+                for line in comparisons(target, by_case[name], points):
+                    out({**line, **common})
+    for line in comparisons(by_case["gateway_guard"], by_case["gateway"], points):
+        out({**line, **common})
+
+
+def run_answers(gateway: Gateway, args: argparse.Namespace, out: Out) -> None:
+    """extproc CPU per streamed and JSON answer, without and with an answer guard."""
+    plain = extproc_target(gateway, "answers_no_answer_guard", "bench")
+    guarded = extproc_target(gateway, "answers_answer_guard", "bench-answers")
+    assert plain.extproc is not None and gateway.envoy is not None
+    answers = Answers(
+        port=gateway.port,
+        envoy=gateway.envoy,
+        extproc=plain.extproc,
+        model=SIM_MODEL,
+        lengths=tuple(sorted(args.answer_tokens)),
+        per_case=args.answers_per_case,
+        concurrency=args.answer_concurrency,
+        reps=args.reps,
+    )
+    tenants = [
+        AnswerTenant(label, target.headers["authorization"], target.completions)
+        for label, target in (("no_answer_guard", plain), ("answer_guard", guarded))
+        if target.completions is not None
+    ]
+    idle = run_answer_cases(answers, tenants, progress)
+    common = {"reps": args.reps, "cpus": os.cpu_count()}
+    for line in answer_figures(answers, tenants, idle, {"model_itl_ms": args.itl_ms}):
+        out({"bench": BENCH, **line, **common})
+
+
+def main() -> int:
+    args = parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
-    points = [(kb, c) for kb in args.prompt_kb for c in args.concurrency]
     started = time.monotonic()
+    lines: list[dict[str, Any]] = []
+
+    def out(line: dict[str, Any]) -> None:
+        lines.append(line)
+        emit(line)
+
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="smesh-bench-")))
-        upstream_name, upstream = start_upstream(stack, tmp, args.sim)
-        targets = [start_plain(stack, tmp / "plain", upstream)]
-        gateway = start_extproc_gateway(stack, tmp / "extproc", upstream, 1, not args.no_budget)
-        targets += extproc_targets(gateway, 1, not args.no_budget)
-        if not args.no_workers2:
-            gateway2 = start_extproc_gateway(stack, tmp / "extproc2", upstream, 2, False)
-            targets += extproc_targets(gateway2, 2, False)
-        bodies = {kb: chat_body(kb) for kb in args.prompt_kb}
-        for target in targets:
-            for body in bodies.values():
-                validate(target, body, 20)
-        scripts = {
-            (t.case, kb): lua_script(tmp / f"{t.case}-{kb}.lua", bodies[kb], t.headers)
-            for t in targets
-            for kb in args.prompt_kb
-        }
-        for target, prompt_kb, concurrency in schedule(targets, points, args.reps):
-            url = f"http://127.0.0.1:{target.port}{CHAT}"
-            script = scripts[(target.case, prompt_kb)]
-            result = measure(target, url, script, concurrency, args)
-            target.results.setdefault((prompt_kb, concurrency), []).append(result)
+        progress("starting the upstreams, Envoy alone, the floor, the gateways")
+        upstream_name, targets, gateway = start_targets(stack, tmp, args, out)
+        points = run_load(targets, tmp, args, out)
         common = {
             "upstream": upstream_name,
             "envoy_concurrency": int(os.environ.get("SMESH_ENVOY_CONCURRENCY", "2")),
@@ -489,11 +462,12 @@ def main() -> int:
             "reps": args.reps,
             "cpus": os.cpu_count(),
         }
-        report(targets, points, common)
-    print(
-        json.dumps({"bench": BENCH, "wall_s": round(time.monotonic() - started, 1)}),
-        file=sys.stderr,
-    )
+        report_load(targets, points, common, out)
+        if not args.no_answers:
+            run_answers(gateway, args, out)
+        for line in goal_lines(lines, args.prompt_kb[0]):
+            emit(line)
+    progress(f"done in {time.monotonic() - started:.0f} s")
     return 0
 
 
