@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -291,24 +292,32 @@ def extproc_target(gateway: Gateway, case: str, tenant: str) -> Target:
     )
 
 
-def start_litellm(stack: ExitStack, tmp: Path, upstream: int) -> Target:
-    """LiteLLM's proxy (one worker, no database) on the same upstream."""
+def start_litellm(
+    stack: ExitStack, tmp: Path, upstream: int, command: Path | None = None
+) -> Target:
+    """LiteLLM's proxy (one worker, no database) on the same upstream.
+
+    It refuses to start without a strong master key, which is then the client's key; its
+    model cost map is read from its own package (the machine has no internet).
+    """
     tmp.mkdir()
     port = free_port()
+    master_key = f"sk-{secrets.token_urlsafe(32)}"
     config = tmp / "litellm.yaml"
     config.write_text(
         f"model_list:\n  - model_name: {MODEL}\n    litellm_params:\n"
         f"      model: openai/{MODEL}\n      api_base: http://127.0.0.1:{upstream}/v1\n"
-        "      api_key: sk-bench\n"
+        f"      api_key: sk-bench\ngeneral_settings:\n  master_key: {master_key}\n"
     )
-    litellm = shutil.which("litellm") or str(Path(sys.executable).with_name("litellm"))
+    litellm = str(command) if command else str(Path(sys.executable).with_name("litellm"))
     argv = [litellm, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--num_workers", "1"]
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
     with (tmp / "litellm.log").open("ab") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     stack.callback(stop_process, process)
     wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=120)
-    return Target("litellm_proxy", port, {"authorization": "Bearer sk-bench"})
+    return Target("litellm_proxy", port, {"authorization": f"Bearer {master_key}"})
 
 
 # -- validation --------------------------------------------------------------------------------

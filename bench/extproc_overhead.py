@@ -31,7 +31,9 @@ stopped in ``finally``):
   several workers), each behind its own Envoy; concurrency > 1 only, compared with each
   other;
 - a LiteLLM proxy on the same upstream, only where ``litellm`` is installed (never
-  installed by this bench); otherwise one JSON line says it was skipped.
+  installed by this bench): importable here, or its ``litellm`` command given with
+  ``--litellm PATH`` (e.g. from a venv of its own); otherwise one JSON line says it was
+  skipped.
 
 All Envoys are the same binary with the same ``--concurrency`` (``SMESH_ENVOY_CONCURRENCY``,
 default 2). A validation pass first checks that every target answers 200 with ``usage``,
@@ -107,8 +109,12 @@ ENVOY_STATS = (
 # Envoy's access log flushes every 50 ms: this long after a run, every entry has arrived.
 SETTLE_S = 0.3
 GOALS = {  # figure → (comparison, bound), DESIGN "Performance"
+    # The case is key auth + token budget (gateway_budget); key auth alone beside it.
+    "gateway_budget_req_per_s_over_floor_c32": (">=", 0.85),
+    "gateway_budget_added_p50_ms_over_floor_c1": ("<=", 0.3),
     "gateway_req_per_s_over_floor_c32": (">=", 0.85),
     "gateway_added_p50_ms_over_floor_c1": ("<=", 0.3),
+    "gateway_budget_req_per_s_over_litellm_c32": (">=", 20.0),
     "stream_vs_json_cpu_ratio_200_tokens_no_answer_guard": ("<=", 1.5),
     "us_per_sse_event_200_tokens_answer_guard": ("<=", 250.0),
 }
@@ -260,7 +266,32 @@ def goal_lines(lines: list[dict[str, Any]], main_kb: int) -> Iterator[dict[str, 
                 return value
         return None
 
+    def rate(case: str) -> float | None:
+        for line in lines:
+            if (line.get("case"), line.get("prompt_kb"), line.get("concurrency")) == (
+                case,
+                main_kb,
+                32,
+            ) and "req_per_s" in line:
+                value: float | None = line["req_per_s"]
+                return value
+        return None
+
+    budget, litellm = rate("gateway_budget"), rate("litellm_proxy")
     values = {
+        "gateway_budget_req_per_s_over_floor_c32": find(
+            "throughput_ratio",
+            case="gateway_budget",
+            vs="floor_aio",
+            prompt_kb=main_kb,
+            concurrency=32,
+        ),
+        "gateway_budget_added_p50_ms_over_floor_c1": find(
+            "added_p50_ms", case="gateway_budget", vs="floor_aio", prompt_kb=main_kb, concurrency=1
+        ),
+        "gateway_budget_req_per_s_over_litellm_c32": (
+            round(budget / litellm, 2) if budget and litellm else None
+        ),
         "gateway_req_per_s_over_floor_c32": find(
             "throughput_ratio", case="gateway", vs="floor_aio", prompt_kb=main_kb, concurrency=32
         ),
@@ -299,6 +330,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--answer-concurrency", type=int, default=4)
     parser.add_argument("--itl-ms", type=float, default=1.0, help="simulator ms per token")
     parser.add_argument("--sim", action="store_true", help="use the simulator, not nginx")
+    parser.add_argument(
+        "--litellm", type=Path, default=None, help="a litellm command (its proxy) to compare with"
+    )
     parser.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up, 1 rep, 4 KB")
     args = parser.parse_args()
     defaults = (
@@ -349,11 +383,11 @@ def start_targets(
         targets.append(start_floor(stack, tmp / "floor2", upstream, workers=2, aio=True))
         gateway2 = start_extproc_gateway(stack, tmp / "gateway2", upstream, 2, ["bench"])
         targets.append(extproc_target(gateway2, "gateway_workers2", "bench"))
-    if importlib.util.find_spec("litellm") is None:
+    if args.litellm is None and importlib.util.find_spec("litellm") is None:
         out({"bench": BENCH, "case": "litellm_proxy", "skipped": "litellm is not installed"})
     else:
         try:
-            targets.append(start_litellm(stack, tmp / "litellm", upstream))
+            targets.append(start_litellm(stack, tmp / "litellm", upstream, args.litellm))
         except (OSError, TimeoutError, RuntimeError) as exc:
             out({"bench": BENCH, "case": "litellm_proxy", "skipped": f"did not start: {exc}"})
     return upstream_name, targets, gateway

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from smesh.config.schema import Budgets
-from smesh.extproc.budget import Admission, MemoryBudgetStore, Reservation
+from smesh.extproc.budget import Admission, Hold, MemoryBudgetStore, Reservation
 
 DAY0 = 1_700_000_000 // 86_400 * 86_400  # a UTC midnight
 T0 = DAY0 + 3_600.0  # 01:00:00 UTC: the start of a minute
@@ -250,3 +250,23 @@ def test_threads_never_admit_past_the_limit(store: MemoryBudgetStore) -> None:
         thread.join()
     assert results.count(True) == 500
     assert store.used("acme")["requests_per_minute"] == 500
+
+
+def test_settled_holds_do_not_pile_up_and_live_ones_still_expire(
+    store: MemoryBudgetStore, clock: Clock
+) -> None:
+    """Memory stays bounded by the holds in flight, not by every request of the last
+    ``ttl`` seconds; compaction never drops a live hold's deadline."""
+    limits = Budgets(tokens_per_minute=10_000_000)
+    live = admitted(store.reserve("acme", limits, 500, hold=Hold("live", 10.0)))
+    for i in range(20_000):
+        done = admitted(store.reserve("acme", limits, 10, hold=Hold(f"r{i}", 180.0)))
+        store.settle(done, 1)
+    # The store's deadline heap (private: what a long-running extproc's memory holds).
+    assert len(store._deadlines) <= 4 * 1 + 1024 + 1
+    assert store.used("acme")["tokens_per_minute"] == 500 + 20_000
+    clock.now += 11.0  # the same minute: the live hold's refund is visible
+    assert store.expire() == 1
+    assert store.used("acme")["tokens_per_minute"] == 20_000
+    store.settle(live, 7)  # late: charged on its own
+    assert store.used("acme")["tokens_per_minute"] == 20_007
