@@ -6,7 +6,7 @@ import importlib
 
 
 def main() -> None:
-    for name in ("pii", "injection"):
+    for name in ("pii", "injection", "chain"):
         try:
             module = importlib.import_module(f"bench.guards.{name}")
         except ModuleNotFoundError:

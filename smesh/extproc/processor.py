@@ -140,7 +140,8 @@ class RequestState:
     ticket: AuditTicket | None = None
     answer: AnswerRewriter | None = None
     stream_budget: StreamBudget | None = None
-    overhead_s: float = 0.0
+    overhead_s: float = 0.0  # extproc's own time in the phases done so far (the servicer adds)
+    body_started: float = 0.0
     forwarded: bool = False
 
 
@@ -206,6 +207,7 @@ class Processor:
 
     def request_body(self, raw: bytes) -> Decision:
         state = self.state
+        state.body_started = self.deps.clock()
         assert state.spec is not None and state.tenant is not None
         spec, tenant, policy = state.spec, state.tenant, state.policy
         try:
@@ -281,7 +283,9 @@ class Processor:
                 policy.counters[model.name],
             )
         state.forwarded = True
-        overhead_ms = (state.overhead_s + self.deps.clock() - state.started) * 1000
+        # extproc's own time: the phases before this one, and this one so far — not the
+        # time between them (Envoy buffering the body, the gRPC round trip).
+        overhead_ms = (state.overhead_s + self.deps.clock() - state.body_started) * 1000
         decision = Continue(
             set_headers={MODEL_HEADER: model.name, TENANT_HEADER: tenant.name},
             remove_headers=list(CREDENTIAL_HEADERS),

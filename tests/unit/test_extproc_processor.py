@@ -196,6 +196,20 @@ def test_a_forwarded_request_carries_what_its_access_log_entry_needs(
     ]
 
 
+def test_the_overhead_is_extprocs_own_time_not_the_wait_between_phases(
+    policy: Policy, telemetry: Telemetry
+) -> None:
+    """x-smesh-overhead-ms counts extproc's phases, not Envoy buffering the body between them."""
+    now = [100.0]
+    deps = Deps(budgets=MemoryBudgetStore(), telemetry=telemetry, clock=lambda: now[0])
+    p = Processor(deps, policy)
+    p.request_headers(headers(), None)
+    p.state.overhead_s = 0.0002  # the servicer's measure of the headers phase
+    now[0] += 5.0  # the body arrives five seconds later (a slow client upload)
+    fields = _forwarded_metadata(p.request_body(body(max_tokens=5)))
+    assert fields["overhead_ms"] == 0.2
+
+
 def test_a_tenant_without_answer_guards_never_asks_for_the_answer(
     policy: Policy, telemetry: Telemetry
 ) -> None:
