@@ -166,6 +166,10 @@ def check_tokens(tokens: int) -> None:
         raise ValueError(f"tokens must be >= 0, got {tokens}")
 
 
+# The deadline heap is rebuilt no smaller than this (see MemoryBudgetStore._compact).
+COMPACT_MIN = 1024
+
+
 class MemoryBudgetStore:
     """Counters in a dict under one lock: exact for a single extproc process.
 
@@ -182,6 +186,7 @@ class MemoryBudgetStore:
         self._pruned_minute = -1
         self._holds: dict[str, Reservation] = {}  # hold id -> what it holds now
         self._deadlines: list[tuple[float, str]] = []  # heap of (deadline, hold id)
+        self._compact_at = COMPACT_MIN  # heap size that triggers the next rebuild
 
     def reserve(
         self,
@@ -218,13 +223,16 @@ class MemoryBudgetStore:
 
         A settle leaves its deadline in the heap (removing it would be O(n)); without
         this the heap would hold every request of the last ``ttl`` seconds (~270,000
-        entries at 1,500 req/s and the default 120 s model timeout). Rebuilt when it is
-        four times the live holds, the cost stays O(1) per request, amortised.
+        entries at 1,500 req/s and the default 120 s model timeout). The next rebuild
+        waits until the heap has doubled, so the cost stays O(1) per request, amortised,
+        even when nothing can be dropped (many live holds, or hold ids that repeat).
         """
-        if len(self._deadlines) > 4 * len(self._holds) + 1024:
-            live = self._holds
-            self._deadlines = [entry for entry in self._deadlines if entry[1] in live]
-            heapq.heapify(self._deadlines)
+        if len(self._deadlines) <= self._compact_at:
+            return
+        live = self._holds
+        self._deadlines = [entry for entry in self._deadlines if entry[1] in live]
+        heapq.heapify(self._deadlines)
+        self._compact_at = max(COMPACT_MIN, 4 * len(live), 2 * len(self._deadlines))
 
     def expire(self, now: float | None = None) -> int:
         """Refund every held reservation past its deadline; how many were."""
