@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,7 +29,7 @@ import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from faker import Faker
 
-from bench.guards.pii import _cases, _texts
+from bench.guards.pii import _cases, _texts, _timings_us
 from smesh.config.loader import parse_config
 from smesh.extproc.budget import MemoryBudgetStore
 from smesh.extproc.guarding import guard_prompt
@@ -41,7 +40,6 @@ from smesh.extproc.servicer import ExternalProcessorService
 from smesh.extproc.telemetry import Telemetry
 from smesh.extproc.tokens import CHAT_PATH
 
-ROUNDS = 3
 KEYS = {
     "unguarded": "sk-bench-unguarded-0123456789abcdef",
     "guarded": "sk-bench-guarded-0123456789abcdef",
@@ -77,15 +75,7 @@ def body(text: str) -> dict[str, Any]:
 
 
 def median_us(call: Callable[[str], object], texts: Sequence[str]) -> float:
-    for text in texts:
-        call(text)
-    samples = []
-    for _ in range(ROUNDS):
-        for text in texts:
-            start = time.perf_counter_ns()
-            call(text)
-            samples.append((time.perf_counter_ns() - start) / 1000)
-    return round(statistics.median(samples), 1)
+    return round(statistics.median(_timings_us(call, texts)), 1)
 
 
 def request_call(pol: Policy, tenant: str) -> Callable[[str], object]:
