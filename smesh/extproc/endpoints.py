@@ -156,10 +156,19 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+# Built once: ``json.loads`` with a hook builds a new decoder per call (~2 µs of 7, measured).
+_PAIRS_DECODER = json.JSONDecoder(object_pairs_hook=_unique_pairs)
+
+
 def _refuse_duplicate_keys(raw: bytes) -> None:
-    """400 when any object in the (already valid) body repeats a key, escapes decoded."""
+    """400 when any object in the (already valid) body repeats a key, escapes decoded.
+
+    ``raw`` has passed orjson: valid UTF-8, no BOM, one JSON document.
+    """
     try:
-        json.loads(raw, object_pairs_hook=_unique_pairs)
+        _PAIRS_DECODER.decode(raw.decode("utf-8"))
+    except json.JSONDecodeError as exc:  # orjson accepted it: cannot happen, but never a 500
+        raise _bad(f"the request body is not valid JSON: {exc}", "invalid_json") from None
     except _DuplicateKey as dup:
         raise _bad(
             f"the request body repeats the key {dup.key[:100]!r}; each key may appear once",

@@ -13,6 +13,7 @@ phase) are built once and reused; responses are built in place, never copied.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -114,7 +115,10 @@ def _fill_struct(struct: struct_pb2.Struct, fields: Mapping[str, Any]) -> None:
             out[key].null_value = struct_pb2.NULL_VALUE
 
 
+@functools.lru_cache(maxsize=1024)
 def _header_option(key: str, value: str) -> base_pb2.HeaderValueOption:
+    """One header to set, built once per (key, value): the same few (model, tenant,
+    residency, content type) recur on every request. Never mutated: ``extend`` copies it."""
     return base_pb2.HeaderValueOption(
         header=base_pb2.HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE
     )
