@@ -48,6 +48,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.xds_convergence
 	$(BIN)/python -m bench.sim_throughput
 	$(BIN)/python -m bench.extproc_overhead
+	@command -v valgrind >/dev/null || echo "bench.extproc_instructions needs valgrind: apt-get install -y valgrind"
+	$(BIN)/python -m bench.extproc_instructions
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
