@@ -48,8 +48,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from smesh.config.schema import Budgets
 
@@ -63,6 +62,8 @@ __all__ = [
     "MemoryBudgetStore",
     "Reservation",
     "exceeds_limits",
+    "reservation_from_text",
+    "reservation_text",
     "retry_after",
     "window_of",
 ]
@@ -74,8 +75,12 @@ DAY_S = 86_400
 _RPM, _TPM, _TPD = "requests_per_minute", "tokens_per_minute", "tokens_per_day"
 
 
-@dataclass(frozen=True)
-class Reservation:
+# The per-request values below are NamedTuples, not frozen dataclasses: equally immutable,
+# and built in ~0.3 µs where a frozen dataclass's __init__ costs ~0.2 µs per field
+# (measured; a request builds several of them, and an access-log entry several more).
+
+
+class Reservation(NamedTuple):
     """Tokens held for one request, and the windows they were counted in."""
 
     tenant: str
@@ -85,16 +90,33 @@ class Reservation:
     hold_id: str = ""  # set when the store expires it unless settled (see Hold)
 
 
-@dataclass(frozen=True)
-class Hold:
+def reservation_text(reservation: Reservation) -> str:
+    """The reservation as it travels in request metadata: ``"tokens minute day hold_id"``.
+
+    One string is one protobuf ``Value`` to build and read back, where a list of four cost
+    extproc ~10k more CPU instructions per request (callgrind, bench.extproc_instructions).
+    The tenant travels beside it.
+    """
+    r = reservation
+    return f"{r.tokens} {r.minute} {r.day} {r.hold_id}"
+
+
+def reservation_from_text(tenant: str, text: str) -> Reservation | None:
+    """:func:`reservation_text` read back; ``None`` for anything else."""
+    parts = text.split(" ", 3)
+    if len(parts) != 4 or not all(p.isascii() and p.isdigit() for p in parts[:3]):
+        return None
+    return Reservation(tenant, int(parts[0]), int(parts[1]), int(parts[2]), parts[3])
+
+
+class Hold(NamedTuple):
     """Ask the store to refund a reservation left unsettled for ``ttl_s`` seconds."""
 
     id: str
     ttl_s: float
 
 
-@dataclass(frozen=True)
-class Admission:
+class Admission(NamedTuple):
     """The answer to :meth:`BudgetStore.reserve`."""
 
     admitted: bool
@@ -264,8 +286,8 @@ class MemoryBudgetStore:
                 return None
             self._add(keys[_TPM], tokens)
             self._add(keys[_TPD], tokens)
-            extended = replace(
-                reservation, tokens=reservation.tokens + tokens, minute=minute, day=day
+            extended = reservation._replace(
+                tokens=reservation.tokens + tokens, minute=minute, day=day
             )
             if reservation.hold_id in self._holds:
                 self._holds[reservation.hold_id] = extended

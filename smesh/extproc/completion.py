@@ -25,9 +25,9 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import grpc
 from envoy.data.accesslog.v3 import accesslog_pb2
@@ -41,7 +41,12 @@ from smesh.contract import (
     USAGE_NAMESPACE,
 )
 from smesh.extproc.audit import AuditLog
-from smesh.extproc.budget import BudgetStore, BudgetUnavailable, Reservation
+from smesh.extproc.budget import (
+    BudgetStore,
+    BudgetUnavailable,
+    Reservation,
+    reservation_from_text,
+)
 from smesh.extproc.metering import Usage
 from smesh.extproc.policy import PolicySource
 from smesh.extproc.telemetry import RequestRecord, Telemetry
@@ -61,9 +66,13 @@ log = logging.getLogger(__name__)
 AUDIT_WAIT_S = 5.0
 
 
-@dataclass(frozen=True)
-class Completion:
-    """One forwarded request, finished, as the access-log entry tells it."""
+# No entities: shared, and read-only so that sharing is safe.
+_NO_ENTITIES: Mapping[str, int] = MappingProxyType({})
+
+
+class Completion(NamedTuple):
+    """One forwarded request, finished, as the access-log entry tells it (one per entry:
+    a NamedTuple, built ~10x faster than a frozen dataclass of 17 fields, measured)."""
 
     request_id: str
     tenant: str
@@ -80,7 +89,7 @@ class Completion:
     started_at: float
     traceparent: str = ""
     guards: tuple[str, ...] = ()
-    entities: dict[str, int] = field(default_factory=dict)
+    entities: Mapping[str, int] = _NO_ENTITIES
     response_flags: str = ""
 
     def actual_tokens(self) -> int:
@@ -127,13 +136,9 @@ def _usage(metadata: Any) -> Usage | None:
 
 
 def _reservation(tenant: str, value: struct_pb2.Value | None) -> Reservation | None:
-    if value is None or value.WhichOneof("kind") != "list_value":
+    if value is None or value.WhichOneof("kind") != "string_value":
         return None
-    items = value.list_value.values
-    if len(items) != 4:
-        return None
-    tokens, minute, day = (_whole(items[i]) for i in range(3))
-    return Reservation(tenant, tokens, minute, day, items[3].string_value)
+    return reservation_from_text(tenant, value.string_value)
 
 
 def completion_of(entry: accesslog_pb2.HTTPAccessLogEntry) -> Completion | None:
@@ -263,7 +268,7 @@ class CompletionSink:
         if c.guards:
             record["guards"] = list(c.guards)
         if c.entities:
-            record["entities"] = c.entities
+            record["entities"] = dict(c.entities)
         ticket.write(record)
 
 

@@ -14,8 +14,7 @@ byte, whole: a partial event is held back until the chunk that completes it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -33,8 +32,7 @@ DONE_EVENT = b"data: [DONE]\n\n"
 _DONE = b"[DONE]"
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
     """Tokens one answer used, as the upstream reported them."""
 
     prompt_tokens: int

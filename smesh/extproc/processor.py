@@ -38,7 +38,13 @@ from smesh.extproc.admission import admit, completion_cap, has_budgets
 from smesh.extproc.answers import AnswerRewriter
 from smesh.extproc.audit import AuditLog, AuditTicket
 from smesh.extproc.auth import authenticate
-from smesh.extproc.budget import BudgetStore, BudgetUnavailable, Hold, Reservation
+from smesh.extproc.budget import (
+    BudgetStore,
+    BudgetUnavailable,
+    Hold,
+    Reservation,
+    reservation_text,
+)
 from smesh.extproc.endpoints import (
     ENDPOINTS,
     EndpointSpec,
@@ -320,14 +326,8 @@ class Processor:
         }
         if trace_id_of(state.traceparent) is not None:  # a client's malformed one is dropped
             fields["traceparent"] = state.traceparent
-        reservation = state.reservation
-        if reservation is not None:
-            fields["reservation"] = [
-                reservation.tokens,
-                reservation.minute,
-                reservation.day,
-                reservation.hold_id,
-            ]
+        if state.reservation is not None:
+            fields["reservation"] = reservation_text(state.reservation)
         verdict = state.verdict
         if verdict is not None:
             if verdict.fired:

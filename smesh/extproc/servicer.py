@@ -91,28 +91,33 @@ def _fill_struct(struct: struct_pb2.Struct, fields: Mapping[str, Any]) -> None:
     Python with a type check per value: ~25 µs for a request's metadata, measured)."""
     out = struct.fields
     for key, value in fields.items():
-        if isinstance(value, str):
-            out[key].string_value = value
-        elif isinstance(value, bool):
-            out[key].bool_value = value
-        elif isinstance(value, int | float):
-            out[key].number_value = value
-        elif isinstance(value, dict):
-            _fill_struct(out[key].struct_value, value)
-        elif isinstance(value, list | tuple):
-            items = out[key].list_value.values
-            for item in value:
-                entry = items.add()
-                if isinstance(item, str):
-                    entry.string_value = item
-                elif isinstance(item, bool):
-                    entry.bool_value = item
-                elif isinstance(item, int | float):
-                    entry.number_value = item
-                else:
-                    entry.null_value = struct_pb2.NULL_VALUE
-        else:
-            out[key].null_value = struct_pb2.NULL_VALUE
+        _fill_value(out[key], value)
+
+
+def _fill_value(target: struct_pb2.Value, value: Any) -> None:
+    # Exact types first: one ``type()`` against a chain of isinstance calls per value (the
+    # chain was the largest single cost of a budget request's response, by callgrind).
+    kind = type(value)
+    if kind is str:
+        target.string_value = value
+    elif kind is int or kind is float:
+        target.number_value = value
+    elif kind is bool:
+        target.bool_value = value
+    elif isinstance(value, Mapping):
+        _fill_struct(target.struct_value, value)
+    elif isinstance(value, list | tuple):
+        items = target.list_value.values
+        for item in value:
+            _fill_value(items.add(), item)
+    elif isinstance(value, str):  # subclasses (an enum's value, say)
+        target.string_value = value
+    elif isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int | float):
+        target.number_value = value
+    else:
+        target.null_value = struct_pb2.NULL_VALUE
 
 
 @functools.lru_cache(maxsize=1024)

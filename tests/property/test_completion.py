@@ -51,7 +51,13 @@ def _fields(keys: tuple[str, ...], finite: bool) -> st.SearchStrategy[dict[str, 
     plausible = {
         "tenant": st.one_of(st.sampled_from(("acme", "")), values),
         "reservation": st.one_of(
-            st.lists(st.one_of(numbers, st.text(max_size=8)), min_size=4, max_size=4), values
+            st.tuples(st.integers(0, 10**12), st.integers(0, 10**8), st.integers(0, 10**5)).map(
+                lambda t: f"{t[0]} {t[1]} {t[2]} hold"
+            ),
+            st.lists(st.one_of(numbers, st.text(max_size=8)), min_size=4, max_size=4).map(
+                lambda parts: " ".join(str(p) for p in parts)
+            ),
+            values,
         ),
     }
     known = st.fixed_dictionaries({}, optional={k: plausible.get(k, values) for k in keys})

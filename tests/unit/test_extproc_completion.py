@@ -15,7 +15,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from smesh.config.loader import parse_config
 from smesh.config.schema import Budgets
 from smesh.extproc.audit import AuditLog, verify
-from smesh.extproc.budget import Hold, MemoryBudgetStore
+from smesh.extproc.budget import (
+    Hold,
+    MemoryBudgetStore,
+    Reservation,
+    reservation_from_text,
+    reservation_text,
+)
 from smesh.extproc.completion import CompletionSink, completion_of
 from smesh.extproc.policy import StaticPolicySource
 from smesh.extproc.telemetry import Telemetry
@@ -36,7 +42,7 @@ TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 def entry(
     status: int = 200,
     usage: tuple[int, int] | None = (7, 3),
-    reservation: list[Any] | None = None,
+    reservation: str | None = None,
     **fields: Any,
 ) -> accesslog_pb2.HTTPAccessLogEntry:
     built = accesslog_pb2.HTTPAccessLogEntry()
@@ -93,8 +99,7 @@ def test_the_reservation_settles_to_the_reported_usage(
     held = store.reserve("acme", LIMITS, 500, hold=Hold("req-1", 60)).reservation
     assert held is not None
     sink = CompletionSink(StaticPolicySource(parse_config(CONFIG)), store, Telemetry())
-    reservation = [held.tokens, held.minute, held.day, held.hold_id]
-    done = completion_of(entry(status, usage, reservation))
+    done = completion_of(entry(status, usage, reservation_text(held)))
     assert done is not None
     sink.handle([done])
     assert store.used("acme")["tokens_per_minute"] == charged
@@ -142,3 +147,13 @@ def test_the_span_joins_the_callers_trace() -> None:
     assert format(span.context.trace_id, "032x") == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert span.parent is not None and format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
     assert span.attributes is not None and span.attributes["tenant"] == "acme"
+
+
+def test_a_reservation_travels_as_one_string_and_reads_back() -> None:
+    """The metadata form of a reservation round-trips; anything else is not one."""
+    held = Reservation("acme", 1500, 29_414_000, 20_426, "5d3c1f2a-1111 with spaces")
+    assert reservation_from_text("acme", reservation_text(held)) == held
+    assert reservation_from_text("acme", "1500 1 2 ") == Reservation("acme", 1500, 1, 2, "")
+    full_width_one = "\uff11"
+    for bad in ("", "1500 1 2", "-5 1 2 h", "1.5 1 2 h", "1500 x 2 h", f"{full_width_one} 1 2 h"):
+        assert reservation_from_text("acme", bad) is None, bad

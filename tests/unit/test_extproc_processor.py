@@ -188,12 +188,9 @@ def test_a_forwarded_request_carries_what_its_access_log_entry_needs(
     )
     reservation = p.state.reservation
     assert reservation is not None and reservation.hold_id == "req-7"
-    assert fields["reservation"] == [
-        reservation.tokens,
-        reservation.minute,
-        reservation.day,
-        "req-7",
-    ]
+    assert fields["reservation"] == (
+        f"{reservation.tokens} {reservation.minute} {reservation.day} req-7"
+    )
 
 
 def test_the_overhead_is_extprocs_own_time_not_the_wait_between_phases(
