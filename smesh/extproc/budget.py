@@ -94,7 +94,8 @@ def reservation_text(reservation: Reservation) -> str:
     """The reservation as it travels in request metadata: ``"tokens minute day hold_id"``.
 
     One string is one protobuf ``Value`` to build and read back, where a list of four cost
-    extproc ~10k more CPU instructions per request (callgrind, bench.extproc_instructions).
+    extproc ~20k more CPU instructions per request and ~10k more per access-log entry
+    (bench.extproc_instructions).
     The tenant travels beside it.
     """
     r = reservation

@@ -95,8 +95,9 @@ def _fill_struct(struct: struct_pb2.Struct, fields: Mapping[str, Any]) -> None:
 
 
 def _fill_value(target: struct_pb2.Value, value: Any) -> None:
-    # Exact types first: one ``type()`` against a chain of isinstance calls per value (the
-    # chain was the largest single cost of a budget request's response, by callgrind).
+    # Exact types first: one ``type()`` instead of a chain of isinstance calls per value
+    # (~4k instructions less per budget request, bench.extproc_instructions); subclasses
+    # fall through to the isinstance checks below.
     kind = type(value)
     if kind is str:
         target.string_value = value
